@@ -1,0 +1,1 @@
+"""asrllm: LLM-based speech recognition recipes."""

@@ -1,0 +1,3 @@
+# Job runners: utils/run_local.sh runs on this machine. Each takes LOGFILE COMMAND...
+train_cmd=utils/run_local.sh
+decode_cmd=utils/run_local.sh

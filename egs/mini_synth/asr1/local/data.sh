@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Stage 1 of mini_synth: LibriSpeech-layout tree -> Kaldi-style data dirs, plus the LM text.
+set -euo pipefail
+corpus_dir=corpus  # root holding LibriSpeech/ and librispeech-lm-norm.txt
+. utils/parse_options.sh
+for subset in train dev test; do
+  python -m asrllm.bin.prepare_librispeech --root "$corpus_dir" --subset "$subset" --out-dir "data/$subset"
+done
+mkdir -p data/lm
+cp "$corpus_dir/librispeech-lm-norm.txt" data/lm/text

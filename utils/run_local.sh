@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Local job runner (the default in cmd.sh): run_local.sh LOGFILE COMMAND...
+# Runs COMMAND on this machine, writes its output to LOGFILE (and to the terminal), and fails with
+# the log's name when COMMAND fails. A Slurm runner takes the same arguments.
+set -euo pipefail
+log=$1; shift
+mkdir -p "$(dirname "$log")"
+{ echo "# $*"; echo "# started $(date -Is) on $(hostname)"; } > "$log"
+rc=0
+"$@" 2>&1 | tee -a "$log" || rc=$?
+echo "# ended $(date -Is) with status $rc" >> "$log"
+if (( rc != 0 )); then echo "run_local.sh: command failed (status $rc); see $log" >&2; exit "$rc"; fi

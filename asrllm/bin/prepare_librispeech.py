@@ -1,0 +1,37 @@
+"""Stage: LibriSpeech subset -> Kaldi-style data dir.
+
+    python -m asrllm.bin.prepare_librispeech --root corpus --subset dev-clean --out-dir data/dev_clean
+
+`--root` is the directory that contains `LibriSpeech/`. Nothing is written when the tree has
+problems; the error lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from asrllm.data.datadir import DataError
+from asrllm.data.librispeech import prepare_librispeech
+
+logger = logging.getLogger("asrllm.bin.prepare_librispeech")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="directory containing LibriSpeech/")
+    parser.add_argument("--subset", required=True, help="e.g. train-clean-100, dev-clean, test-other")
+    parser.add_argument("--out-dir", required=True, help="data dir to write, e.g. data/dev_clean")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        prepare_librispeech(args.root, args.subset, args.out_dir)
+    except DataError as e:
+        logger.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

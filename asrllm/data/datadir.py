@@ -1,0 +1,165 @@
+"""Utterance manifests and Kaldi-style data directories.
+
+A data directory holds four text files, one line per utterance, sorted by utterance id:
+
+    wav.scp   <id> <audio path>         (paths may contain spaces; no Kaldi pipes)
+    text      <id> <TRANSCRIPT>
+    utt2spk   <id> <speaker>
+    utt2dur   <id> <seconds>
+
+`read_datadir` checks what a training run would otherwise trip over hours later (duplicate ids,
+ids missing from one of the files, empty or non-UTF-8 text, malformed lines) and raises
+`DataError` naming the file, the line number and the utterance. `write_datadir` writes each file
+atomically, so an interrupted stage never leaves a half-written file behind.
+
+>>> u = Utterance("1-2-3", "/a/1-2-3.flac", 1.5, "HELLO WORLD", "1")
+>>> Utterance.from_dict(u.to_dict()) == u
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from asrllm.config import atomic_write_text
+from asrllm.data.audio import audio_duration
+
+logger = logging.getLogger(__name__)
+
+DATADIR_FILES = ("wav.scp", "text", "utt2spk", "utt2dur")  # all are required
+
+
+class DataError(ValueError):
+    """A data directory or corpus is malformed; the message names the file, line and utterance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One utterance of a manifest (lhotse-style plain record; use `dataclasses.replace` to derive)."""
+
+    id: str  # unique utterance id, no whitespace
+    audio: str  # path to a 16 kHz mono audio file
+    duration: float  # seconds
+    text: str  # transcript, one line, non-empty
+    speaker: str  # speaker id, no whitespace
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Utterance:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise DataError(f"Utterance: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        missing = sorted(names - set(data))
+        if missing:
+            raise DataError(f"Utterance {data.get('id')!r}: missing key {missing[0]!r}")
+        return cls(**{**data, "duration": float(data["duration"])})
+
+
+def _read_lines(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, id, rest of line) for every non-blank line of a `<id> <value>` file."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing (a data dir needs {', '.join(DATADIR_FILES)})")
+    entries = []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            utt = raw.split(maxsplit=1)[0].decode("utf-8", errors="replace") if raw.strip() else "?"
+            raise DataError(f"{path}:{lineno}: utterance {utt!r}: not valid UTF-8 ({e.reason})") from None
+        if not line.strip():
+            continue
+        utt_id, *value = line.split(maxsplit=1)  # the value keeps its inner spaces (paths, text)
+        entries.append((lineno, utt_id, value[0].strip() if value else ""))
+    return entries
+
+
+def _read_map(path: Path, required_value: bool = True) -> dict[str, tuple[int, str]]:
+    """id -> (line number, value); duplicate ids and missing values are errors."""
+    out: dict[str, tuple[int, str]] = {}
+    for lineno, utt_id, value in _read_lines(path):
+        if utt_id in out:
+            raise DataError(f"{path}:{lineno}: utterance {utt_id!r}: duplicate id (first on line {out[utt_id][0]})")
+        if required_value and not value:
+            what = "empty transcript" if path.name == "text" else "missing value"
+            raise DataError(f"{path}:{lineno}: utterance {utt_id!r}: {what}")
+        out[utt_id] = (lineno, value)
+    return out
+
+
+def read_datadir(data_dir: str | Path, validate_audio: bool = False) -> list[Utterance]:
+    """Read a Kaldi-style data dir into utterances sorted by id.
+
+    With `validate_audio`, every audio file's header is also checked (exists, readable, 16 kHz,
+    mono, non-empty); that costs one file open per utterance, so it is off by default.
+    """
+    data_dir = Path(data_dir)
+    maps = {name: _read_map(data_dir / name) for name in DATADIR_FILES}
+    wav = maps["wav.scp"]
+    wav_scp = data_dir / "wav.scp"
+    for name in DATADIR_FILES[1:]:
+        for utt_id, (lineno, _) in maps[name].items():
+            if utt_id not in wav:
+                raise DataError(f"{data_dir / name}:{lineno}: utterance {utt_id!r}: missing from {wav_scp}")
+        for utt_id, (lineno, _) in wav.items():
+            if utt_id not in maps[name]:
+                raise DataError(f"{wav_scp}:{lineno}: utterance {utt_id!r}: missing from {data_dir / name}")
+    utts = []
+    for utt_id in sorted(wav):
+        lineno, dur_str = maps["utt2dur"][utt_id]
+        try:
+            duration = float(dur_str)
+        except ValueError:
+            where = f"{data_dir / 'utt2dur'}:{lineno}: utterance {utt_id!r}"
+            raise DataError(f"{where}: bad duration {dur_str!r}") from None
+        utt = Utterance(utt_id, wav[utt_id][1], duration, maps["text"][utt_id][1], maps["utt2spk"][utt_id][1])
+        if validate_audio:
+            audio_duration(utt.audio, utt.id)
+        utts.append(utt)
+    logger.info("read %d utterances (%.2f h) from %s", len(utts), sum(u.duration for u in utts) / 3600, data_dir)
+    return utts
+
+
+def check_utterances(utts: Iterable[Utterance], where: str = "") -> None:
+    """Raise `DataError` for values that cannot be written as one `<id> <value>` line."""
+    seen: set[str] = set()
+    prefix = f"{where}: " if where else ""
+    for u in utts:
+        if not u.id or any(c.isspace() for c in u.id):
+            raise DataError(f"{prefix}utterance {u.id!r}: id is empty or contains whitespace")
+        if u.id in seen:
+            raise DataError(f"{prefix}utterance {u.id!r}: duplicate id")
+        seen.add(u.id)
+        if not u.text.strip():
+            raise DataError(f"{prefix}utterance {u.id!r}: empty transcript")
+        if "\n" in u.text or "\r" in u.text:
+            raise DataError(f"{prefix}utterance {u.id!r}: transcript contains a line break")
+        if not u.speaker or any(c.isspace() for c in u.speaker):
+            raise DataError(f"{prefix}utterance {u.id!r}: speaker {u.speaker!r} is empty or contains whitespace")
+        if not u.audio or "\n" in u.audio:
+            raise DataError(f"{prefix}utterance {u.id!r}: bad audio path {u.audio!r}")
+
+
+def write_datadir(data_dir: str | Path, utts: Sequence[Utterance]) -> None:
+    """Write utterances as a Kaldi-style data dir (sorted by id; each file written atomically).
+
+    Everything is validated before the first file is written.
+    """
+    data_dir = Path(data_dir)
+    check_utterances(utts, str(data_dir))
+    ordered = sorted(utts, key=lambda u: u.id)
+    columns = {
+        "wav.scp": [u.audio for u in ordered],
+        "text": [u.text for u in ordered],
+        "utt2spk": [u.speaker for u in ordered],
+        "utt2dur": [repr(float(u.duration)) for u in ordered],  # repr round-trips exactly
+    }
+    for name, values in columns.items():
+        atomic_write_text(data_dir / name, "".join(f"{u.id} {v}\n" for u, v in zip(ordered, values, strict=True)))
+    logger.info("wrote %d utterances to %s", len(ordered), data_dir)

@@ -1,0 +1,34 @@
+"""Search: scorer protocol, CTC greedy and time-synchronous prefix beam search, fusion schedules.
+
+Public API only; see STYLE.md "A proposed decomposition of asrllm/search/".
+"""
+
+from asrllm.search.build import SCHEDULES, SEARCHES, CTCSearch, build_schedule, build_search
+from asrllm.search.config import FusionConfig, SearchConfig
+from asrllm.search.fusion import FusionSchedule, LabelPrior, NoFusion
+from asrllm.search.greedy import CTCGreedySearch, ctc_greedy
+from asrllm.search.hyps import NBestEntry, read_nbest_jsonl, write_nbest_jsonl
+from asrllm.search.scorer import PartialScorer, Scorer, ScorerState
+from asrllm.search.time_sync import CTCTimeSyncSearch
+
+__all__ = [
+    "SCHEDULES",
+    "SEARCHES",
+    "CTCGreedySearch",
+    "CTCSearch",
+    "CTCTimeSyncSearch",
+    "FusionConfig",
+    "FusionSchedule",
+    "LabelPrior",
+    "NBestEntry",
+    "NoFusion",
+    "PartialScorer",
+    "Scorer",
+    "ScorerState",
+    "SearchConfig",
+    "build_schedule",
+    "build_search",
+    "ctc_greedy",
+    "read_nbest_jsonl",
+    "write_nbest_jsonl",
+]

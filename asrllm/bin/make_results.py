@@ -1,0 +1,36 @@
+"""Build RESULTS.md from decode directories' metrics.json files.
+
+    python -m asrllm.bin.make_results                       # scans exp/*/decode_*/metrics.json
+    python -m asrllm.bin.make_results exp/ctc_small --out RESULTS.md --title "mini_synth"
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from asrllm.config import atomic_write_text
+from asrllm.eval.results_table import find_metrics, load_row, render_results
+
+log = logging.getLogger("asrllm.make_results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", default=["exp"], help="exp roots, model dirs or decode dirs (default: exp)")
+    parser.add_argument("--out", default="RESULTS.md", help="output file (default: RESULTS.md)")
+    parser.add_argument("--title", default="RESULTS", help="top-level heading")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    files = find_metrics(args.paths)
+    rows = [load_row(Path(os.path.relpath(f))) for f in files]  # relative paths: stable across machines
+    atomic_write_text(args.out, render_results(rows, title=args.title))
+    log.info("wrote %s: %d results from %s", args.out, len(rows), " ".join(args.paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The one place that reads search config and wires search objects (STYLE.md R1, R14).
+
+Registries map config strings to classes; an unknown name is a `ValueError` that lists the known
+ones. The search loops themselves never see a config object.
+
+>>> search = build_search(SearchConfig(beam=4), blank_id=0)
+>>> type(search).__name__, search.beam
+('CTCTimeSyncSearch', 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from torch import Tensor
+
+from asrllm.search.config import FusionConfig, SearchConfig
+from asrllm.search.fusion import FusionSchedule, LabelPrior, NoFusion
+from asrllm.search.greedy import CTCGreedySearch
+from asrllm.search.hyps import NBestEntry
+from asrllm.search.time_sync import CTCTimeSyncSearch
+
+
+class CTCSearch(Protocol):
+    """What every CTC search object does: log-probs (B, T, V), lens (B,) -> per utterance its N-best."""
+
+    def __call__(self, log_probs: Tensor, lens: Tensor, utt_ids: list[str] | None = None) -> list[list[NBestEntry]]: ...
+
+
+SEARCHES: dict[str, type] = {
+    "ctc_greedy": CTCGreedySearch,
+    "ctc_time_sync": CTCTimeSyncSearch,
+}
+
+SCHEDULES: dict[str, type] = {  # values: FusionSchedule subclasses
+    "none": NoFusion,
+}
+
+
+def _lookup(registry: dict[str, type], name: str, option: str) -> type:
+    if name not in registry:
+        raise ValueError(f"{option}={name!r} is unknown (known: {', '.join(sorted(registry))})")
+    return registry[name]
+
+
+def build_schedule(cfg: FusionConfig, log_prior: Tensor | None = None) -> FusionSchedule:
+    """The fusion schedule of `cfg`; log_prior (V,) is required when cfg.prior_scale > 0."""
+    cls = _lookup(SCHEDULES, cfg.schedule, "fusion.schedule")
+    prior = None
+    if cfg.prior_scale > 0:
+        if log_prior is None:
+            raise ValueError(f"fusion.prior_scale={cfg.prior_scale} needs a label prior, but none was given")
+        prior = LabelPrior(log_prior=log_prior, scale=cfg.prior_scale)
+    if cls is NoFusion:
+        if cfg.weights:
+            raise ValueError(
+                f"fusion.weights={cfg.weights} given, but fusion.schedule='none' combines no scorers"
+            )
+        return NoFusion(prior)
+    raise AssertionError(f"no wiring for schedule class {cls.__name__}")  # registry and builder disagree
+
+
+def build_search(
+    cfg: SearchConfig,
+    *,
+    blank_id: int,
+    log_prior: Tensor | None = None,
+    detokenize: Callable[[list[int]], str] | None = None,
+) -> CTCSearch:
+    """Wire the search `cfg` describes. blank_id comes from the tokenizer (never assumed);
+    log_prior (V,) is the label log-prior for prior correction; detokenize turns labels into text.
+    """
+    cls = _lookup(SEARCHES, cfg.method, "search.method")
+    if cls is CTCGreedySearch:
+        if cfg.fusion != FusionConfig():
+            raise ValueError(f"search.method='ctc_greedy' cannot use fusion (got fusion={cfg.fusion})")
+        return CTCGreedySearch(blank_id=blank_id, detokenize=detokenize)
+    if cls is CTCTimeSyncSearch:
+        return CTCTimeSyncSearch(
+            blank_id=blank_id,
+            beam=cfg.beam,
+            nbest=cfg.nbest,
+            token_prune_topk=cfg.token_prune_topk,
+            token_min_logp=cfg.token_min_logp,
+            beam_threshold=cfg.beam_threshold,
+            fusion=build_schedule(cfg.fusion, log_prior),
+            detokenize=detokenize,
+        )
+    raise AssertionError(f"no wiring for search class {cls.__name__}")  # registry and builder disagree

@@ -1,0 +1,75 @@
+"""Decoding options: frozen dataclasses, validated once (STYLE.md R2).
+
+Only `build.py` reads these; the search loops receive plain arguments.
+
+>>> SearchConfig(beam=4, nbest=2).beam
+4
+>>> try:
+...     SearchConfig(beam=2, nbest=3)
+... except ValueError as e:
+...     print(e)
+SearchConfig: nbest=3 must not exceed beam=2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig:
+    """When and how strongly label scores other than CTC join the search (PAPER.md §5)."""
+
+    schedule: str = "none"  # key in build.SCHEDULES: "none" (CTC alone, optionally with a prior)
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)  # scorer name -> weight
+    prior_scale: float = 0.0  # per emitted label add -prior_scale * log prior(label); 0 = off
+
+    def __post_init__(self) -> None:
+        if not self.schedule:
+            raise ValueError("FusionConfig: schedule must be a non-empty name")
+        for name, w in self.weights.items():
+            if name in ("ctc", "prior"):
+                raise ValueError(
+                    f"FusionConfig: weights[{name!r}] is reserved; the CTC weight is 1 and the prior "
+                    "weight is set by prior_scale"
+                )
+            if w != w:  # NaN
+                raise ValueError(f"FusionConfig: weights[{name!r}] is NaN")
+        if self.prior_scale != self.prior_scale or self.prior_scale < 0:
+            raise ValueError(f"FusionConfig: prior_scale={self.prior_scale} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Options of the CTC searches (greedy, time-synchronous prefix beam search)."""
+
+    method: str = "ctc_time_sync"  # key in build.SEARCHES: "ctc_greedy" or "ctc_time_sync"
+    beam: int = 8  # K: prefixes kept per utterance after every frame
+    nbest: int = 1  # entries returned per utterance (<= beam), best first
+    token_prune_topk: int | None = 16  # S: non-blank labels tried per frame (best by frame log-prob); None = all
+    token_min_logp: float | None = None  # labels with frame log-prob below this are not tried; None = off
+    beam_threshold: float | None = None  # drop prefixes scoring more than this below the utterance's best
+    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)  # LM / prior combination
+
+    def __post_init__(self) -> None:
+        if not self.method:
+            raise ValueError("SearchConfig: method must be a non-empty name")
+        if self.beam < 1:
+            raise ValueError(f"SearchConfig: beam={self.beam} must be >= 1")
+        if not 1 <= self.nbest:
+            raise ValueError(f"SearchConfig: nbest={self.nbest} must be >= 1")
+        if self.nbest > self.beam:
+            raise ValueError(f"SearchConfig: nbest={self.nbest} must not exceed beam={self.beam}")
+        if self.token_prune_topk is not None and self.token_prune_topk < 1:
+            raise ValueError(
+                f"SearchConfig: token_prune_topk={self.token_prune_topk} must be >= 1 or null (= all labels)"
+            )
+        if self.token_min_logp is not None and self.token_min_logp > 0:
+            raise ValueError(f"SearchConfig: token_min_logp={self.token_min_logp} is a log-prob and must be <= 0")
+        if self.beam_threshold is not None and not self.beam_threshold > 0:
+            raise ValueError(f"SearchConfig: beam_threshold={self.beam_threshold} must be > 0 or null")
+        if self.method == "ctc_greedy" and (self.beam != 1 or self.nbest != 1):
+            raise ValueError(
+                f"SearchConfig: method='ctc_greedy' keeps one path; beam={self.beam} and nbest={self.nbest} "
+                "must both be 1"
+            )

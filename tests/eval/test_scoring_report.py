@@ -1,0 +1,76 @@
+"""write_scoring: the files of a decode directory, and RESULTS.md built from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from asrllm.bin.make_results import main as make_results
+from asrllm.eval.report import write_scoring
+from asrllm.eval.results_table import find_metrics, load_row, render_results
+
+REFS = {"u2": "The colour is red.", "u1": "Hello there, world", "u3": "Uh."}
+HYPS = {"u2": "the color is read", "u1": "hello world foo", "u3": "hmm yes"}
+
+
+def test_write_scoring_files(tmp_path: Path) -> None:
+    out = tmp_path / "decode_dev_beam4"
+    m = write_scoring(out, REFS, HYPS, audio_seconds=12.0, decode_seconds=0.5,
+                      extra={"command": "python -m asrllm.bin.decode --beam 4", "method": "beam4", "test_set": "dev"})
+    # u1: hello [there→world] [world→foo]... jiwer: C=1 S=2 D=0 I=0; u2: C=3 S=1; u3 dropped
+    assert m["counts"] == {"corr": 4, "sub": 3, "del": 0, "ins": 0, "ref_words": 7}
+    assert m["wer"] == pytest.approx(100 * 3 / 7, abs=1e-4)
+    assert (m["num_utts"], m["dropped_empty_refs"], m["dropped_ids"]) == (2, 1, ["u3"])
+    assert m["rtfx"] == 24.0 and m["sent_err"] == 100.0
+    assert json.loads((out / "metrics.json").read_text()) == m
+    assert (out / "ref.txt").read_text() == "u1 Hello there, world\nu2 The colour is red.\nu3 Uh.\n"
+    assert (out / "hyp.txt").read_text().splitlines()[0] == "u1 hello world foo"
+    per_utt = (out / "per_utt.txt").read_text().splitlines()
+    assert per_utt[1] == "u1\t3\t1\t2\t0\t0\thello there world\thello world foo"
+    assert per_utt[-1] == "# dropped\tu3"
+    result = (out / "result.txt").read_text()
+    assert "| SPKR    |  # Snt    # Wrd |   Corr    Sub    Del    Ins    Err  S.Err |" in result
+    assert "| Sum/Avg |      2        7 |   57.1   42.9    0.0    0.0   42.9  100.0 |" in result
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+    with pytest.raises(ValueError, match="'wer'"):
+        write_scoring(out, REFS, HYPS, 1.0, 1.0, extra={"wer": 1})
+
+
+def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = tmp_path / "exp"
+    for model, test_set, method, hyp_u1 in [
+        ("ctc", "test", "greedy", "hello world foo"),
+        ("ctc", "dev", "greedy", "hello there world"),
+        ("ctc", "dev", "beam4", "hello there"),
+        ("ctc_lm", "dev", "labelwise", "hello there world"),
+    ]:
+        write_scoring(exp / model / f"decode_{test_set}_{method}", REFS, {**HYPS, "u1": hyp_u1}, 10.0, 0.1,
+                      extra={"command": f"run.sh --model {model} --method {method}", "method": method,
+                             "model": model, "test_set": test_set})
+    files = find_metrics([exp])
+    assert len(files) == 4 and files == sorted(files)
+    md = render_results([load_row(f) for f in files])
+    assert md == render_results([load_row(f) for f in reversed(files)])  # order does not depend on input
+    assert "| ctc | greedy | 14.29 | 42.86 | 28.57 |" in md  # summary: dev 1/7, test 3/7, unweighted mean
+    assert "| 1 | ctc | beam4 | 28.57 | 14.29 | 14.29 | 0.00 | 100.0 | 2 |" in md
+    assert "run.sh --model ctc_lm --method labelwise" in md
+    assert md.index("## dev") < md.index("## test")
+
+    monkeypatch.chdir(tmp_path)
+    assert make_results(["exp", "--out", "RESULTS.md", "--title", "toy"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.startswith("# toy") and "`exp/ctc/decode_dev_beam4`" in text
+
+
+def test_row_fields_fall_back_to_path(tmp_path: Path) -> None:
+    d = tmp_path / "exp" / "am" / "decode_test_clean"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"wer": 5.0}))
+    row = load_row(d / "metrics.json")
+    assert (row.model, row.test_set, row.method, row.command) == ("am", "test_clean", "-", None)
+    assert "# command not recorded" in render_results([row])
+    (d / "metrics.json").write_text("{oops")
+    with pytest.raises(ValueError, match="metrics.json"):
+        load_row(d / "metrics.json")

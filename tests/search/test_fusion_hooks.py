@@ -1,0 +1,107 @@
+"""The FusionSchedule hooks of CTCTimeSyncSearch, with a toy bigram LM as the label scorer.
+
+With a beam that holds every prefix, label-wise fusion (hook a) must give every label sequence
+exactly log P_ctc(seq) + w·log P_lm(seq) (+ EOS from hook c), and a delayed schedule that adds the
+same scores after pruning (hook b) must end with the same scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from asrllm.search.fusion import FusionSchedule
+from asrllm.search.scorer import ScorerState
+from asrllm.search.time_sync import CTCTimeSyncSearch
+
+V, T, BLANK, BOS = 4, 5, 0, 0  # the bigram uses the blank id as BOS/EOS context
+
+
+def bigram(seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(V, V, generator=g, dtype=torch.float64).log_softmax(-1)  # (prev, next)
+
+
+def prev_label(tokens: Tensor, lengths: Tensor) -> Tensor:
+    """Last label of each prefix, BOS for the empty one. tokens (N, L), lengths (N,) -> (N,)."""
+    idx = (lengths - 1).clamp(min=0)[:, None]
+    return torch.where(lengths > 0, tokens.gather(1, idx)[:, 0], torch.full_like(lengths, BOS))
+
+
+class LabelWiseBigram(FusionSchedule):
+    def __init__(self, table: Tensor, weight: float) -> None:
+        super().__init__()
+        self.table = table
+        self.weights = {"lm": weight}
+
+    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+        return {"lm": self.table[prev_label(tokens, lengths)].gather(1, cand)}  # (N, S)
+
+    def final(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+        return {"lm": self.table[prev_label(tokens, lengths), BOS]}  # EOS
+
+
+class DelayedBigram(LabelWiseBigram):
+    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+        return {}
+
+    def after_prune(
+        self, tokens: Tensor, lengths: Tensor, is_new: Tensor, active: Tensor, frame: int, state: ScorerState | None
+    ) -> tuple[dict[str, Tensor], ScorerState | None]:
+        new = prev_label(tokens, lengths)
+        before = prev_label(tokens, (lengths - 1).clamp(min=0))
+        before = torch.where(lengths > 1, before, torch.full_like(before, BOS))
+        score = self.table[before, new]
+        return {"lm": torch.where(is_new, score, torch.zeros_like(score))}, state
+
+
+def brute_force(lp: Tensor, table: Tensor, weight: float) -> dict[tuple[int, ...], tuple[float, float]]:
+    """seq -> (log P_ctc, log P_lm incl. EOS)."""
+    probs: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(V), repeat=T):
+        seq, prev = [], None
+        for c in path:
+            if c != prev and c != BLANK:
+                seq.append(c)
+            prev = c
+        p = math.exp(sum(float(lp[t, c]) for t, c in enumerate(path)))
+        probs[tuple(seq)] = probs.get(tuple(seq), 0.0) + p
+    out = {}
+    for seq, p in probs.items():
+        ctx = (BOS, *seq, BOS)
+        out[seq] = (math.log(p), sum(float(table[a, b]) for a, b in zip(ctx, ctx[1:])))
+    return out
+
+
+@pytest.mark.parametrize("schedule", [LabelWiseBigram, DelayedBigram])
+def test_fused_scores_are_exact_with_exhaustive_beam(schedule: type[LabelWiseBigram]) -> None:
+    lp = torch.randn(1, T, V, generator=torch.Generator().manual_seed(0), dtype=torch.float64).log_softmax(-1)
+    table, w = bigram(1), 0.7
+    K = sum((V - 1) ** n for n in range(T + 1))
+    nbest = CTCTimeSyncSearch(BLANK, beam=K, nbest=K, token_prune_topk=None, fusion=schedule(table, w))(
+        lp, torch.tensor([T])
+    )[0]
+    exact = brute_force(lp[0], table, w)
+    assert len(nbest) == len(exact)
+    best = max(exact, key=lambda s: exact[s][0] + w * exact[s][1])
+    assert tuple(nbest[0].tokens) == best
+    for e in nbest:
+        ctc, lm = exact[tuple(e.tokens)]
+        assert e.scores["ctc"] == pytest.approx(ctc, abs=1e-9)
+        assert e.scores["lm"] == pytest.approx(lm, abs=1e-9)
+        assert e.score == pytest.approx(ctc + w * lm, abs=1e-9)
+    assert [e.score for e in nbest] == sorted((e.score for e in nbest), reverse=True)
+
+
+def test_weight_zero_fusion_changes_no_ranking() -> None:
+    lp = torch.randn(2, 30, V, generator=torch.Generator().manual_seed(2)).log_softmax(-1)
+    lens = torch.tensor([30, 21])
+    plain = CTCTimeSyncSearch(BLANK, beam=5, nbest=5)(lp, lens)
+    fused = CTCTimeSyncSearch(BLANK, beam=5, nbest=5, fusion=LabelWiseBigram(bigram(3).float(), 0.0))(lp, lens)
+    for a, b in zip(plain, fused):
+        assert [e.tokens for e in a] == [e.tokens for e in b]
+        assert [e.score for e in a] == [e.score for e in b]

@@ -1,0 +1,88 @@
+"""Config validation, registries and wiring of asrllm.search (STYLE.md R2, R14)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from asrllm.config import ConfigError, from_dict
+from asrllm.search import (
+    CTCGreedySearch,
+    CTCTimeSyncSearch,
+    FusionConfig,
+    LabelPrior,
+    NoFusion,
+    SearchConfig,
+    build_search,
+)
+
+
+def test_yaml_dict_to_config_and_unknown_keys() -> None:
+    cfg = from_dict(SearchConfig, {"beam": 16, "token_prune_topk": None, "fusion": {"prior_scale": 0.3}})
+    assert cfg.beam == 16 and cfg.token_prune_topk is None and cfg.fusion.prior_scale == 0.3
+    with pytest.raises(ConfigError, match="'bema'"):
+        from_dict(SearchConfig, {"bema": 4})
+    with pytest.raises(ConfigError, match="prior_scal"):
+        from_dict(SearchConfig, {"fusion": {"prior_scal": 0.3}})
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"beam": 0}, "beam=0"),
+        ({"beam": 2, "nbest": 3}, "nbest=3"),
+        ({"token_prune_topk": 0}, "token_prune_topk=0"),
+        ({"token_min_logp": 1.0}, "token_min_logp=1.0"),
+        ({"beam_threshold": 0.0}, "beam_threshold=0.0"),
+        ({"method": "ctc_greedy"}, "method='ctc_greedy'"),
+    ],
+)
+def test_option_errors_name_the_option(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SearchConfig(**kwargs)
+
+
+def test_fusion_config_errors() -> None:
+    with pytest.raises(ValueError, match="prior_scale=-1"):
+        FusionConfig(prior_scale=-1.0)
+    with pytest.raises(ValueError, match="'ctc'"):
+        FusionConfig(weights={"ctc": 0.5})
+
+
+def test_build_wires_and_rejects_unknown_names() -> None:
+    search = build_search(SearchConfig(beam=4, nbest=2, token_prune_topk=None), blank_id=3)
+    assert isinstance(search, CTCTimeSyncSearch)
+    assert (search.beam, search.nbest, search.blank_id, search.token_prune_topk) == (4, 2, 3, None)
+    assert isinstance(search.fusion, NoFusion) and search.fusion.prior is None
+    greedy = build_search(SearchConfig(method="ctc_greedy", beam=1), blank_id=0, detokenize=str)
+    assert isinstance(greedy, CTCGreedySearch)
+    with pytest.raises(ValueError, match="search.method='beam' is unknown .*ctc_greedy, ctc_time_sync"):
+        build_search(SearchConfig(method="beam"), blank_id=0)
+    with pytest.raises(ValueError, match="fusion.schedule='labelwise' is unknown"):
+        build_search(SearchConfig(fusion=FusionConfig(schedule="labelwise")), blank_id=0)
+    with pytest.raises(ValueError, match="fusion.weights"):
+        build_search(SearchConfig(fusion=FusionConfig(weights={"lm": 0.4})), blank_id=0)
+    with pytest.raises(ValueError, match="ctc_greedy.*fusion"):
+        build_search(SearchConfig(method="ctc_greedy", beam=1, fusion=FusionConfig(prior_scale=0.2)), blank_id=0)
+
+
+def test_prior_wiring() -> None:
+    cfg = SearchConfig(fusion=FusionConfig(prior_scale=0.3))
+    with pytest.raises(ValueError, match="prior_scale=0.3 needs a label prior"):
+        build_search(cfg, blank_id=0)
+    search = build_search(cfg, blank_id=0, log_prior=torch.log(torch.tensor([0.5, 0.25, 0.25])))
+    assert isinstance(search, CTCTimeSyncSearch) and search.fusion.weights == {"prior": -0.3}
+    # scale 0: no prior object at all, even when a prior is at hand
+    assert build_search(SearchConfig(), blank_id=0, log_prior=torch.zeros(3)).fusion.prior is None
+    with pytest.raises(ValueError, match="non-finite"):
+        LabelPrior(torch.tensor([0.0, float("-inf")]))
+
+
+def test_config_is_frozen() -> None:
+    cfg = SearchConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.beam = 3  # type: ignore[misc]
+    assert dataclasses.replace(cfg, beam=3).beam == 3
+

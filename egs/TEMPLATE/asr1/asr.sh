@@ -17,9 +17,7 @@ force=false              # redo stages even if their .done marker exists
 corpus_dir=corpus        # where the raw corpus is (or is built)
 corpus_args=""           # extra options for local/corpus.sh (e.g. corpus size)
 ngpu=0                   # GPUs for training (0: CPU)
-nproc=1                  # training processes when corpus_dir=corpus        # where the raw corpus is (or is built)
-corpus_args=""           # extra options for local/corpus.sh (e.g. corpus size)
-ngpu=0 (CPU DDP over gloo)
+nproc=1                  # training processes when ngpu=0 (CPU DDP over gloo)
 nj=1                     # parallel decoding jobs per test set
 train_set=train          # data/<train_set>
 valid_set=dev            # data/<valid_set>, used for validation loss
@@ -29,6 +27,7 @@ token_config=conf/tokenizer_char.yaml  # tokenizer options
 am_config=conf/train_ctc.yaml          # acoustic model + trainer options
 am_tag=""                # exp/<am_tag>; default: name of am_config
 decode_config=conf/decode_ctc.yaml     # decoding methods
+average_last=3           # checkpoints averaged into model_avg.safetensors (the newest N)
 checkpoint=average       # which weights to decode: average | latest | step_<N>
 train_args=""            # extra key=value overrides for training
 decode_args=""           # extra options for decoding
@@ -77,7 +76,7 @@ if run_stage 3 "AM training ($am_dir)" "$am_dir/.done_train"; then
     "${launcher[@]}" -m asrllm.bin.train --config "$am_config" \
       --train-data "data/$train_set" --valid-data "data/$valid_set" \
       --tokenizer "$token_dir" --exp-dir "$am_dir" --resume $train_args
-  python -m asrllm.bin.average_checkpoints --exp-dir "$am_dir"
+  python -m asrllm.bin.average_checkpoints --exp-dir "$am_dir" --last "$average_last"
   mark_done "$am_dir/.done_train"
 fi
 

@@ -1,0 +1,100 @@
+"""Merge the parts of a decode dir and score them (stage 5 of the recipes).
+
+    python -m asrllm.bin.score --decode-dir exp/ctc/decode_test_beam8 --data data/test
+
+Reads `parts/J-of-NJ.{hyp.txt,nbest.jsonl,info.json}` written by `asrllm.bin.decode`, checks that
+all NJ parts are there, writes the merged `hyp.txt` and `nbest.jsonl`, and scores with the Open
+ASR leaderboard normaliser: `result.txt`, `per_utt.txt`, `metrics.json` (see asrllm.eval.report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+from asrllm.data.datadir import read_datadir
+from asrllm.eval.report import write_scoring
+from asrllm.search import read_nbest_jsonl, write_nbest_jsonl
+
+log = logging.getLogger("asrllm.score")
+_PART = re.compile(r"^(\d+)-of-(\d+)\.info\.json$")
+
+
+def merge_parts(decode_dir: Path) -> tuple[dict[str, str], list[dict], list]:
+    """-> (hyps by utterance id, info dicts of the parts, N-best entries); every part must exist."""
+    infos = {}
+    for path in sorted((decode_dir / "parts").glob("*.info.json")):
+        m = _PART.match(path.name)
+        if m:
+            infos[(int(m.group(1)), int(m.group(2)))] = path
+    totals = {nj for _, nj in infos}
+    if len(totals) != 1:
+        raise ValueError(f"{decode_dir}/parts: expected the parts of one decoding run, found job counts {sorted(totals) or 'none'}")
+    nj = totals.pop()
+    missing = [j for j in range(nj) if (j, nj) not in infos]
+    if missing:
+        raise ValueError(f"{decode_dir}/parts: jobs {missing} of {nj} have not finished")
+    hyps: dict[str, str] = {}
+    nbest = []
+    info_dicts = []
+    for j in range(nj):
+        prefix = decode_dir / "parts" / f"{j}-of-{nj}"
+        info_dicts.append(json.loads(infos[(j, nj)].read_text(encoding="utf-8")))
+        for line in Path(f"{prefix}.hyp.txt").read_text(encoding="utf-8").splitlines():
+            utt_id, _, text = line.partition(" ")
+            hyps[utt_id] = text
+        nbest.extend(read_nbest_jsonl(f"{prefix}.nbest.jsonl"))
+    return hyps, info_dicts, nbest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decode-dir", required=True, type=Path, help="exp/<model>/decode_<set>_<method>")
+    parser.add_argument("--data", required=True, type=Path, help="the data dir that was decoded (references)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        hyps, infos, nbest = merge_parts(args.decode_dir)
+        refs = {u.id: u.text for u in read_datadir(args.data)}
+    except (ValueError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    write_nbest_jsonl(args.decode_dir / "nbest.jsonl", sorted(nbest, key=lambda e: (e.utt_id, e.rank)))
+    model_dir = args.decode_dir.parent
+    train_cmd = _train_command(model_dir)
+    metrics = write_scoring(
+        args.decode_dir,
+        refs,
+        hyps,
+        audio_seconds=sum(i["audio_seconds"] for i in infos),
+        decode_seconds=sum(i["decode_seconds"] for i in infos),
+        extra={
+            "test_set": args.data.name,
+            "model": model_dir.name,
+            "method": infos[0]["method"],
+            "checkpoint": infos[0]["checkpoint"],
+            "search": infos[0]["search"],
+            "num_jobs": len(infos),
+            "command": infos[0]["command"],
+            "train_command": train_cmd,
+        },
+    )
+    log.info("%s: WER %.2f%% (%d utts), RTFx %s", args.decode_dir, metrics["wer"], metrics["num_utts"], metrics["rtfx"])
+    return 0
+
+
+def _train_command(model_dir: Path) -> str | None:
+    """The command that trained the model, from the first line of its training log (utils/run_local.sh)."""
+    log_file = model_dir / "logs" / "train.log"
+    if not log_file.is_file():
+        return None
+    first = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+    return first[0].removeprefix("# ") if first else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -103,6 +103,6 @@ if (( stage <= 5 && 5 <= stop_stage )); then
       python -m asrllm.bin.score --decode-dir "$ddir" --data "data/$dset"
     done
   done
-  python -m asrllm.bin.make_results --exp-dir exp --out RESULTS.md
+  python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 log "finished stages $stage..$stop_stage"

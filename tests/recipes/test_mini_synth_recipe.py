@@ -1,0 +1,73 @@
+"""Runs egs/mini_synth/asr1/run.sh through every stage at a tiny size, so CI catches broken stages.
+
+The recipe is copied (with its symlinks) into a temporary tree of the same shape, so the test
+neither needs nor touches the checkout's data/ and exp/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CORPUS = "--num-train 24 --num-dev 6 --num-test 6"
+TINY_TRAINING = (
+    "trainer.max_epochs=2 trainer.log_every_steps=1 trainer.progress_bar=false trainer.plot=true "
+    "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
+    "optim.warmup_steps=2 data.max_batch_seconds=30"
+)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    for part in ("egs/TEMPLATE", "egs/mini_synth", "utils"):
+        shutil.copytree(REPO / part, root / part, symlinks=True,
+                        ignore=shutil.ignore_patterns("data", "exp", "corpus", "RESULTS.md"))
+    return root / "egs/mini_synth/asr1"
+
+
+def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(
+        ["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+def test_all_stages_run_and_leave_results(recipe: Path) -> None:
+    proc = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, "--average-last", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    assert len(list((recipe / "corpus/LibriSpeech/train").rglob("*.flac"))) == 24
+    assert len((recipe / "data/test/wav.scp").read_text().splitlines()) == 6
+    assert (recipe / "data/token/char/tokenizer.yaml").is_file()
+    am = recipe / "exp/train_ctc_small"
+    assert (am / "model_avg.safetensors").is_file()
+    assert (am / "config.yaml").is_file() and (am / "learning_curve.png").is_file()
+    for dset in ("dev", "test"):
+        for method in ("greedy", "beam8"):
+            metrics = json.loads((am / f"decode_{dset}_{method}/metrics.json").read_text())
+            assert metrics["num_utts"] == 6
+            assert 0.0 <= metrics["wer"]
+            assert metrics["command"].startswith("python -m asrllm.bin.decode")
+            assert "result.txt" in os.listdir(am / f"decode_{dset}_{method}")
+    results = (recipe / "RESULTS.md").read_text()
+    assert "greedy" in results and "beam8" in results
+
+    # A second run skips every finished stage and leaves the results as they were.
+    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Stage 3: AM training" in again.stdout and "(done:" in again.stdout
+    assert (recipe / "RESULTS.md").read_text() == results
+
+
+def test_unknown_option_is_rejected(recipe: Path) -> None:
+    proc = run_recipe(recipe, "--no-such-option", "1")
+    assert proc.returncode != 0
+    assert "unknown option --no-such-option" in proc.stderr

@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             "method": name,
             "search": dataclasses.asdict(cfg.methods[name]),
             "checkpoint": args.checkpoint,
+            "num_params": sum(p.numel() for p in model.parameters()),
             "num_utts": len(utts),
             "audio_seconds": audio_seconds,
             "encoder_seconds": encoder_seconds,

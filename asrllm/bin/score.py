@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": model_dir.name,
             "method": infos[0]["method"],
             "checkpoint": infos[0]["checkpoint"],
+            "num_params": infos[0]["num_params"],
             "search": infos[0]["search"],
             "num_jobs": len(infos),
             "command": infos[0]["command"],

@@ -30,7 +30,10 @@ class ResultRow:
     ins: float | None
     rtfx: float | None
     num_utts: int | None
-    command: str | None
+    command: str | None  # the decoding command
+    train_command: str | None  # the command that trained the model
+    num_params: int | None  # model parameters
+    checkpoint: str | None  # which weights were decoded (e.g. "average")
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -72,6 +75,9 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         rtfx=m.get("rtfx"),
         num_utts=m.get("num_utts"),
         command=m.get("command"),
+        train_command=m.get("train_command"),
+        num_params=m.get("num_params"),
+        checkpoint=m.get("checkpoint"),
     )
 
 
@@ -104,6 +110,17 @@ def _summary(rows: list[ResultRow], sets: list[str]) -> list[str]:
     return lines + ["", note, ""]
 
 
+def _models(rows: list[ResultRow]) -> list[str]:
+    """Per model: size, decoded checkpoint and the exact training command (icefall RESULTS.md style)."""
+    out = ["## Models", ""]
+    for model in sorted({r.model for r in rows}):
+        r = next(r for r in rows if r.model == model)
+        params = "–" if r.num_params is None else f"{r.num_params / 1e6:.2f}M"
+        out += [f"- `{model}`: {params} parameters, checkpoint `{r.checkpoint or '–'}`, trained with", "",
+                "  ```bash", f"  {r.train_command or '# command not recorded'}", "  ```", ""]
+    return out
+
+
 def render_results(rows: list[ResultRow], title: str = "RESULTS") -> str:
     """Markdown: a summary (when there are several test sets), then per test set a table + commands."""
     rows = sorted(rows, key=lambda r: (r.test_set, r.model, r.method, r.decode_dir))
@@ -121,6 +138,7 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS") -> str:
         return "\n".join(out + ["No results yet.", ""])
     if len(sets) > 1:
         out += _summary(rows, sets)
+    out += _models(rows)
     for test_set in sets:
         group = [r for r in rows if r.test_set == test_set]
         out += [

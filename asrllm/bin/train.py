@@ -28,6 +28,7 @@ from asrllm.data.sampler import BucketingSampler
 from asrllm.data.tokenizer import Tokenizer, load_tokenizer
 from asrllm.models.registry import MODELS
 from asrllm.train import distributed as dist
+from asrllm.train.checkpoint import seed_everything
 from asrllm.train.config import OptimConfig, TrainerConfig
 from asrllm.train.trainer import Trainer
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_main():
         exp_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(args.tokenizer, exp_dir / "tokenizer", dirs_exist_ok=True)
+    seed_everything(exp.trainer.seed)  # the initial weights are a function of the seed too
     model = MODELS[exp.model_kind][1](model_cfg)
     log.info("model %s: %.2fM parameters", exp.model_kind, sum(p.numel() for p in model.parameters()) / 1e6)
     trainer = Trainer(

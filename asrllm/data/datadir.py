@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asrllm import config
 from asrllm.config import atomic_write_text
 from asrllm.data.audio import audio_duration
 
@@ -52,14 +53,11 @@ class Utterance:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Utterance:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise DataError(f"Utterance: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-        missing = sorted(names - set(data))
-        if missing:
-            raise DataError(f"Utterance {data.get('id')!r}: missing key {missing[0]!r}")
-        return cls(**{**data, "duration": float(data["duration"])})
+        """Strict: unknown or missing keys and wrong types are a `DataError` naming them."""
+        try:
+            return config.from_dict(cls, data, f"Utterance {data.get('id')!r}")
+        except config.ConfigError as e:
+            raise DataError(str(e)) from None
 
 
 def _read_lines(path: Path) -> list[tuple[int, str, str]]:

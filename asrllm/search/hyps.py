@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from asrllm import config
 from asrllm.config import atomic_write_text
 
 
@@ -38,18 +39,8 @@ class NBestEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NBestEntry:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"NBestEntry: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        return cls(
-            utt_id=str(data["utt_id"]),
-            rank=int(data["rank"]),
-            tokens=[int(t) for t in data["tokens"]],
-            text=str(data["text"]),
-            score=float(data["score"]),
-            scores={str(k): float(v) for k, v in data.get("scores", {}).items()},
-        )
+        """Strict: unknown or missing keys and wrong types raise `ConfigError` (a ValueError) naming them."""
+        return config.from_dict(cls, data, "NBestEntry")
 
 
 def write_nbest_jsonl(path: str | Path, entries: Iterable[NBestEntry]) -> None:

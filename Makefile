@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.py tools/install.sh tools/apt-packages.txt
+$(VENV)/.installed: requirements.txt setup.py tools/install.sh tools/apt-packages.txt tools/requirements-nodeps.txt tools/constraints.txt
 	bash tools/install.sh $(VENV)
 	touch $@
 

@@ -22,4 +22,5 @@ fi
 # torch first and alone: its exact pin makes pip take the CPU wheel, not GBs of CUDA wheels.
 "$venv/bin/python" -m pip install -q "$(grep '^torch==' "$root/requirements.txt")"
 "$venv/bin/python" -m pip install -q -r "$root/requirements.txt" -c "$root/tools/constraints.txt"
+"$venv/bin/python" -m pip install -q --no-deps -r "$root/tools/requirements-nodeps.txt"
 "$venv/bin/python" -m pip install -q --no-deps -e "$root"

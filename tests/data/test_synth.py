@@ -294,12 +294,16 @@ def test_config_errors_name_the_option() -> None:
 
 def test_recipe_config_loads_and_cli_overrides(tmp_path: Path) -> None:
     conf = REPO / "egs/mini_synth/asr1/conf/corpus.yaml"
-    assert load_config(SynthCorpusConfig, conf) == SynthCorpusConfig()
+    recipe = load_config(SynthCorpusConfig, conf)  # the demo's departures from the defaults (docs/mini_synth.md)
+    assert recipe.text.vocab_size == 1000 and recipe.speech.rates == (110, 125, 140, 155)
+    assert recipe.speech.voices == ("en-us", "en-us-nyc", "en-gb", "en-gb-x-rp")
+    assert (recipe.speech.snr_db_min, recipe.speech.snr_db_max) == (10.0, 30.0)
     args = parse_args(
-        ["--out-dir", str(tmp_path), "--config", str(conf), "--num-train", "12", "speech.snr_db_min=10"]
+        ["--out-dir", str(tmp_path), "--config", str(conf), "--num-train", "12", "speech.snr_db_min=12"]
     )
     cfg = build_config(args)
-    assert cfg.num_train == 12 and cfg.speech.snr_db_min == 10.0 and cfg.num_dev == 300
+    assert cfg.num_train == 12 and cfg.speech.snr_db_min == 12.0 and cfg.num_dev == 300
+    assert cfg.text.vocab_size == 1000
     assert build_config(parse_args(["--out-dir", "x", "--seed", "3"])).seed == 3
     with pytest.raises(ConfigError, match="snr_db_mn"):
         build_config(parse_args(["--out-dir", "x", "speech.snr_db_mn=3"]))

@@ -38,6 +38,7 @@ import sentencepiece as spm
 import torch
 
 from asrllm.config import ConfigError, atomic_write_text, load_config, save_config
+from asrllm.data.hf_tokenizer import HFTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Tokenizer(Protocol):
 class TokenizerConfig:
     """How to train an AM tokenizer (stored resolved in `out_dir/tokenizer.yaml`)."""
 
-    kind: Literal["sentencepiece", "char"] = "sentencepiece"  # key of TOKENIZER_CLASSES
+    kind: Literal["sentencepiece", "char", "hf"] = "sentencepiece"  # key of TOKENIZER_CLASSES
     model_type: Literal["bpe", "unigram"] = "bpe"  # SentencePiece algorithm
     vocab_size: int = 256  # SentencePiece: total size incl. the 3 specials (char: set by the data)
     character_coverage: float = 1.0  # SentencePiece: share of characters kept; the rest map to <unk>
@@ -221,9 +222,10 @@ class CharTokenizer(_SpecialIds):
         return cls((out_dir / cls.CHARS_FILE).read_text(encoding="utf-8").splitlines())
 
 
-TOKENIZER_CLASSES: dict[str, type[SentencePieceTokenizer] | type[CharTokenizer]] = {
+TOKENIZER_CLASSES: dict[str, type[SentencePieceTokenizer] | type[CharTokenizer] | type[HFTokenizer]] = {
     "sentencepiece": SentencePieceTokenizer,
     "char": CharTokenizer,
+    "hf": HFTokenizer,  # an LLM's own tokenizer (asrllm/data/hf_tokenizer.py)
 }
 
 

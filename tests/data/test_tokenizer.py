@@ -94,7 +94,7 @@ def test_sentencepiece_files(text_file: Path, tmp_path: Path) -> None:
     tok = train_tokenizer(CONFIGS["bpe"], text_file, tmp_path)
     assert isinstance(tok, SentencePieceTokenizer)
     assert (tmp_path / "spm.model").is_file() and (tmp_path / "tokenizer.yaml").is_file()
-    assert set(TOKENIZER_CLASSES) == {"sentencepiece", "char"}
+    assert set(TOKENIZER_CLASSES) == {"sentencepiece", "char", "hf"}
 
 
 def test_config_errors(tmp_path: Path) -> None:

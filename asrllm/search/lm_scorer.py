@@ -1,0 +1,102 @@
+"""`LMScorer`: a causal LM (any `LLMAdapter` of models/llm.py) as a full-vocabulary `Scorer`.
+
+Shapes: B utterances, K beam, N = B·K hypotheses, L label length, k labels appended in one
+call, V vocabulary.
+
+The search hands every scorer the whole label prefixes (N, L) with their lengths; the LM only
+needs what it has not seen yet. The state therefore records how many labels of each prefix the
+KV cache already holds (`fed`), and `score` appends the difference in ONE adapter call: one new
+label per hypothesis in label-wise fusion, several pending ones in delayed fusion, none for a
+hypothesis whose prefix did not change (its distribution is recomputed from the cached last
+hidden state). Reordering after pruning is the adapter's cache reorder (`select_state`); the
+search never sees the cache (STYLE.md R7, whisper `rearrange_kv_cache`).
+
+BOS is fed by `init_state`; `final_score` is log p(EOS | prefix) (PAPER.md §5: "LM EOS added at
+the end"). Label ids are those of the adapter's tokenizer: the AM's for a re-vocabularised LLM
+(label-wise fusion needs one vocabulary), the LLM's own for delayed fusion with re-tokenisation.
+
+>>> from asrllm.data.tokenizer import CharTokenizer
+>>> from asrllm.models.llm import LLMConfig, build_llm
+>>> _ = torch.manual_seed(0)
+>>> lm = build_llm(LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32,
+...     num_hidden_layers=1, num_attention_heads=2)), label_tokenizer=CharTokenizer(list("AB"))).eval()
+>>> scorer = LMScorer(lm)
+>>> state = scorer.init_state(batch_size=1, beam=2, enc=None, enc_lens=None)
+>>> logp, state = scorer.score(torch.tensor([[4], [5]]), torch.tensor([1, 1]), state)
+>>> eos = scorer.final_score(torch.tensor([[4], [5]]), torch.tensor([1, 1]), state)
+>>> tuple(logp.shape), state.fed.tolist(), tuple(eos.shape)
+((2, 6), [1, 1], (2,))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from asrllm.models.llm import LLMAdapter, LMState
+from asrllm.search.scorer import Scorer, ScorerState
+
+
+@dataclasses.dataclass
+class LMScorerState(ScorerState):
+    """The adapter's cache plus how much of each prefix it holds; hypothesis dimension first."""
+
+    lm: LMState  # KV cache after BOS + the first `fed[n]` labels of hypothesis n
+    fed: Tensor  # (N,) int64 labels of the prefix already in the cache
+
+
+class LMScorer(Scorer):
+    """Full-vocabulary LM scores log p(next label | prefix) / temperature-renormalised, batched over N.
+
+    The adapter must be in eval mode (the adapter asserts it). Keeps no per-call state (A4).
+    """
+
+    def __init__(self, lm: LLMAdapter, temperature: float = 1.0) -> None:
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"LMScorer: temperature={temperature} must be finite and > 0")
+        self.lm = lm
+        self.temperature = temperature  # > 1 flattens, < 1 sharpens the LM distribution
+
+    def vocab_size(self) -> int:
+        """V: labels the LM scores (the search's label space)."""
+        return self.lm.vocab_size
+
+    def init_state(self, batch_size: int, beam: int, enc: Tensor | None, enc_lens: Tensor | None) -> LMScorerState:
+        n = batch_size * beam
+        state = self.lm.init_state(n)
+        return LMScorerState(lm=state, fed=torch.zeros(n, dtype=torch.long, device=state.positions.device))
+
+    def score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> tuple[Tensor, LMScorerState]:
+        """logp (N, V) of the label after each prefix tokens (N, L), lengths (N,); feeds only unseen labels."""
+        assert isinstance(state, LMScorerState), type(state)
+        new = lengths - state.fed  # (N,) labels not yet in the cache
+        assert bool((new >= 0).all()), f"prefixes shorter than what the LM state has seen: {lengths} < {state.fed}"
+        k = int(new.max()) if new.numel() else 0
+        if k == 0:
+            logp = self.lm.next_log_probs(state.lm)  # (N, V)
+            return self._temper(logp), state
+        idx = state.fed[:, None] + torch.arange(k, device=tokens.device)  # (N, k) positions of the unseen labels
+        idx = idx.clamp(max=tokens.shape[1] - 1)  # rows with fewer than k new labels: any valid index
+        chunk = tokens.gather(1, idx)  # (N, k) the unseen labels, left-aligned; padding beyond new[n]
+        all_logp, lm_state = self.lm.score(chunk, new, state.lm)  # (N, k, V)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        logp = all_logp[rows, (new - 1).clamp(min=0)]  # (N, V) after the last new label
+        idle = (new == 0).nonzero().squeeze(1)  # hypotheses with nothing new: from the cached hidden state
+        if idle.numel():
+            logp = logp.index_copy(0, idle, self.lm.next_log_probs(lm_state, idle))
+        return self._temper(logp), LMScorerState(lm=lm_state, fed=lengths.clone())
+
+    def select_state(self, state: ScorerState | None, src: Tensor) -> LMScorerState:
+        assert isinstance(state, LMScorerState), type(state)
+        return LMScorerState(lm=self.lm.select_state(state.lm, src), fed=state.fed.index_select(0, src))
+
+    def final_score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> Tensor:
+        """(N,) log p(EOS | prefix), feeding labels the state has not seen yet."""
+        logp, _ = self.score(tokens, lengths, state)
+        return logp[:, self.lm.eos_id]
+
+    def _temper(self, logp: Tensor) -> Tensor:
+        return logp if self.temperature == 1.0 else (logp / self.temperature).log_softmax(-1)

@@ -8,7 +8,6 @@ from asrllm.search.config import FusionConfig, SearchConfig
 from asrllm.search.fusion import FusionSchedule, LabelPrior, NoFusion
 from asrllm.search.greedy import CTCGreedySearch, ctc_greedy
 from asrllm.search.hyps import NBestEntry, read_nbest_jsonl, write_nbest_jsonl
-from asrllm.search.lm_scorer import LMScorer
 from asrllm.search.scorer import PartialScorer, Scorer, ScorerState
 from asrllm.search.time_sync import CTCTimeSyncSearch
 
@@ -20,7 +19,6 @@ __all__ = [
     "CTCTimeSyncSearch",
     "FusionConfig",
     "FusionSchedule",
-    "LMScorer",
     "LabelPrior",
     "NBestEntry",
     "NoFusion",

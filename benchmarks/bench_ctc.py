@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 
 from asrllm.bin.decode import DecodeConfig, load_model
-from asrllm.bin.train import DataConfig, make_loader, resolve_config
+from asrllm.bin.train import resolve_config
 from asrllm.config import load_config
 from asrllm.data.audio import read_audio
 from asrllm.data.datadir import read_datadir
 from asrllm.data.loader import collate
 from asrllm.data.sampler import pack_batches
 from asrllm.data.tokenizer import load_tokenizer
-from asrllm.models.registry import MODELS
 from asrllm.search import build_search
 from asrllm.train.config import OptimConfig
 from asrllm.train.trainer import build_optimizer
@@ -36,12 +35,10 @@ from asrllm.train.trainer import build_optimizer
 
 def train_throughput(recipe: Path, steps: int, warmup: int) -> tuple[float, float]:
     """-> (audio seconds per second, parameters in millions) for the recipe's CTC config."""
-    tokenizer = load_tokenizer(recipe / "data/token/char")
-    exp, model_cfg = resolve_config(recipe / "conf/train_ctc_small.yaml", [], tokenizer)
-    model = MODELS[exp.model_kind][1](model_cfg).train()
-    optimizer = build_optimizer(model, OptimConfig(lr=exp.optim.lr))
-    data: DataConfig = exp.data
-    loader = make_loader(read_datadir(recipe / "data/train"), tokenizer, data, train=True)
+    exp = resolve_config(recipe / "conf/train_ctc_small.yaml", [], str(recipe / "data/token/char"))
+    model = exp.model_cls(exp.model).train()
+    optimizer = build_optimizer(model, OptimConfig(lr=exp.config.optim.lr))
+    loader = exp.train_data.loader(exp.train_data.read(str(recipe / "data/train")), model, exp.data, True, 0, 1)
     batches = loader.epoch_batches(1)
     audio_seconds, start = 0.0, 0.0
     for i, batch in enumerate(itertools.islice(batches, warmup + steps)):

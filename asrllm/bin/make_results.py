@@ -1,4 +1,4 @@
-"""Build RESULTS.md from decode directories' metrics.json files.
+"""Build RESULTS.md from the metrics.json files of decode and perplexity directories.
 
     python -m asrllm.bin.make_results                       # scans exp/*/decode_*/metrics.json
     python -m asrllm.bin.make_results exp/ctc_small --out RESULTS.md --title "mini_synth"
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from asrllm.config import atomic_write_text
-from asrllm.eval.results_table import find_metrics, load_row, render_results
+from asrllm.eval.results_table import find_metrics, find_ppl_metrics, load_ppl_row, load_row, render_results
 
 log = logging.getLogger("asrllm.make_results")
 
@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
 
     files = find_metrics(args.paths)
     rows = [load_row(Path(os.path.relpath(f))) for f in files]  # relative paths: stable across machines
-    atomic_write_text(args.out, render_results(rows, title=args.title))
-    log.info("wrote %s: %d results from %s", args.out, len(rows), " ".join(args.paths))
+    ppl_rows = [load_ppl_row(Path(os.path.relpath(f))) for f in find_ppl_metrics(args.paths)]
+    atomic_write_text(args.out, render_results(rows, title=args.title, ppl_rows=ppl_rows))
+    log.info("wrote %s: %d results, %d perplexities from %s", args.out, len(rows), len(ppl_rows), " ".join(args.paths))
     return 0
 
 

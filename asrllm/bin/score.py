@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_nbest_jsonl(args.decode_dir / "nbest.jsonl", sorted(nbest, key=lambda e: (e.utt_id, e.rank)))
     model_dir = args.decode_dir.parent
-    train_cmd = _train_command(model_dir)
+    train_cmd = read_train_command(model_dir)
     metrics = write_scoring(
         args.decode_dir,
         refs,
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train_command(model_dir: Path) -> str | None:
+def read_train_command(model_dir: Path) -> str | None:
     """The command that trained the model, from the first line of its training log (utils/run_local.sh)."""
     log_file = model_dir / "logs" / "train.log"
     if not log_file.is_file():

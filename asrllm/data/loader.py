@@ -10,22 +10,30 @@ With `num_workers > 0` audio is read in a torch `DataLoader` over the precompute
 (`batch_size=None`: each dataset item is already one whole batch), which only prefetches; the
 order stays that of the list.
 
+`AudioData` is how the train CLI feeds the acoustic models (`model.train_data`): Kaldi data dirs,
+the AM tokenizer given on the command line, and its vocabulary size filled into the model config.
+
 Shapes: B utterances, S audio samples, L labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from asrllm.config import ConfigError
 from asrllm.data.audio import read_audio
 from asrllm.data.batch import Batch
-from asrllm.data.datadir import DataError, Utterance
+from asrllm.data.datadir import DataError, Utterance, read_datadir
 from asrllm.data.sampler import BucketingSampler, rank_slice
-from asrllm.data.tokenizer import Tokenizer
+from asrllm.data.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +126,54 @@ class BatchLoader:
             return
         # batch_size=None: items are whole batches; the default sequential sampler keeps the order.
         yield from torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioDataConfig:
+    """Batching of audio training and validation data (the `data:` section of an AM training YAML)."""
+
+    max_batch_seconds: float = 200.0  # padded audio seconds per GLOBAL batch (all ranks together)
+    num_buckets: int = 10  # duration buckets: more means less padding, less randomness
+    max_duration: float | None = 30.0  # longer training utterances are left out (logged); None keeps all
+    num_workers: int = 0  # data-loading worker processes per rank
+    seed: int = 0  # batch order is a function of (seed, epoch)
+
+
+class AudioData:
+    """Training data of acoustic models: Kaldi data dirs + the AM tokenizer of `--tokenizer`."""
+
+    config_cls = AudioDataConfig
+
+    def __init__(self, tokenizer_dir: str | None) -> None:
+        if tokenizer_dir is None:
+            raise ConfigError("--tokenizer is required: an acoustic model is trained on a tokenizer's labels")
+        self.tokenizer_dir = Path(tokenizer_dir)
+        self.tokenizer = load_tokenizer(tokenizer_dir)
+
+    def complete_model_config(self, model: dict[str, Any]) -> dict[str, Any]:
+        """`model` with `vocab_size` from the tokenizer (a different explicit value is an error)."""
+        if model.setdefault("vocab_size", self.tokenizer.vocab_size) != self.tokenizer.vocab_size:
+            raise ConfigError(f"model.vocab_size={model['vocab_size']} but the tokenizer has {self.tokenizer.vocab_size}")
+        return model
+
+    def read(self, path: str) -> list[Utterance]:
+        return read_datadir(path)
+
+    def loader(
+        self, utts: list[Utterance], model: Any, cfg: AudioDataConfig, train: bool, rank: int, world_size: int
+    ) -> BatchLoader:
+        """Bucketed, shuffled batches for training; sorted, unfiltered batches for validation."""
+        sampler = BucketingSampler(
+            [u.duration for u in utts],
+            max_batch_seconds=cfg.max_batch_seconds,
+            num_buckets=cfg.num_buckets,
+            seed=cfg.seed,
+            shuffle=train,
+            max_duration=cfg.max_duration if train else None,
+            world_size=world_size,
+        )
+        return BatchLoader(utts, self.tokenizer, sampler, rank=rank, world_size=world_size, num_workers=cfg.num_workers)
+
+    def save_assets(self, exp_dir: Path) -> None:
+        """Copy the tokenizer to `exp_dir/tokenizer`: the experiment dir alone is enough to decode."""
+        shutil.copytree(self.tokenizer_dir, exp_dir / "tokenizer", dirs_exist_ok=True)

@@ -2,6 +2,8 @@
 
 Every number in the tables sits next to the exact command that produced it (metrics.json
 "command"). Order is deterministic: test sets by name, rows by (model, method, directory).
+Language models get a perplexity table from `<exp>/<model>/ppl_<set>/metrics.json`
+(asrllm.bin.perplexity): one row per model, word and token perplexity per set.
 
 Where a row's metrics.json lacks "test_set", "model" or "method", they are taken from the path
 `<exp>/<model>/decode_<test_set...>/metrics.json` (test set = directory name after "decode_").
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,94 @@ def load_row(metrics_path: str | Path) -> ResultRow:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class PerplexityRow:
+    """One perplexity directory's numbers (asrllm.bin.perplexity)."""
+
+    ppl_dir: str  # as found, POSIX form
+    test_set: str
+    model: str
+    word_ppl: float  # exp(NLL / (words + sentences))
+    token_ppl: float  # exp(NLL / predicted tokens)
+    vocab_size: int | None  # the LM's label vocabulary
+    num_unk: int | None  # <unk> tokens in the text (they make perplexities look better than they are)
+    num_params: int | None
+    checkpoint: str | None
+    seconds: float | None  # evaluation time
+    command: str | None  # the perplexity command
+    train_command: str | None  # the command that trained the LM; None for zero-shot models
+
+
+def find_ppl_metrics(paths: Iterable[str | Path]) -> list[Path]:
+    """ppl_*/metrics.json files under `paths` (exp roots or model dirs), sorted."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        found.update(p.glob("ppl_*/metrics.json"))
+        found.update(p.glob("*/ppl_*/metrics.json"))
+    return sorted(found)
+
+
+def load_ppl_row(metrics_path: str | Path) -> PerplexityRow:
+    """Read one perplexity metrics.json; errors name the file."""
+    path = Path(metrics_path)
+    try:
+        m: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return PerplexityRow(
+            ppl_dir=path.parent.as_posix(),
+            test_set=str(m["test_set"]),
+            model=str(m["model"]),
+            word_ppl=float(m["word_ppl"]),
+            token_ppl=float(m["token_ppl"]),
+            vocab_size=m.get("vocab_size"),
+            num_unk=m.get("num_unk"),
+            num_params=m.get("num_params"),
+            checkpoint=m.get("checkpoint"),
+            seconds=m.get("seconds"),
+            command=m.get("command"),
+            train_command=m.get("train_command"),
+        )
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: cannot read perplexity metrics: {e!r}") from None
+
+
+def _perplexities(rows: list[PerplexityRow]) -> list[str]:
+    """Model x set perplexity table, then per model its training and evaluation commands."""
+    sets = sorted({r.test_set for r in rows})
+    models = sorted({r.model for r in rows})
+    by_key = {(r.model, r.test_set): r for r in rows}
+    out = [
+        "## Language models: perplexity",
+        "",
+        "Word perplexity = exp(NLL / (words + sentences)) compares label units (it divides the NLL of the",
+        "same text by the same count); token perplexity = exp(NLL / tokens incl. EOS) is per label unit.",
+        "Models without a training command were evaluated as built (zero-shot: pre-trained weights, and",
+        "for a re-vocabularised LLM its freshly initialised label embeddings).",
+        "",
+        "| # | model | V | params | " + " | ".join(f"{_cell(s)} word ppl | {_cell(s)} token ppl" for s in sets) + " |",
+        "|---:|---|---:|---:|" + "---:|---:|" * len(sets),
+    ]
+    for n, model in enumerate(models, 1):
+        first = next(r for r in rows if r.model == model)
+        params = "–" if first.num_params is None else f"{first.num_params / 1e6:.2f}M"
+        cells = []
+        for s in sets:
+            r = by_key.get((model, s))
+            cells += [_num(r.word_ppl if r else None), _num(r.token_ppl if r else None, 3)]
+        vocab = "–" if first.vocab_size is None else str(first.vocab_size)
+        out.append(f"| {n} | {_cell(model)} | {vocab} | {params} | " + " | ".join(cells) + " |")
+    out.append("")
+    for n, model in enumerate(models, 1):
+        group = [by_key[(model, s)] for s in sets if (model, s) in by_key]
+        first = group[0]
+        unk = sum(r.num_unk or 0 for r in group)
+        note = f" ({unk} `<unk>` tokens in the evaluated text)" if unk else ""
+        out += [f"{n}. `{model}`, checkpoint `{first.checkpoint or '–'}`{note}", "", "   ```bash"]
+        out.append(f"   {first.train_command}" if first.train_command else "   # not trained here (zero-shot)")
+        out += [f"   {c or '# command not recorded'}" for c in dict.fromkeys(r.command for r in group)]  # sets share one
+        out += ["   ```", ""]
+    return out
+
+
 def _num(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -121,24 +211,25 @@ def _models(rows: list[ResultRow]) -> list[str]:
     return out
 
 
-def render_results(rows: list[ResultRow], title: str = "RESULTS") -> str:
-    """Markdown: a summary (when there are several test sets), then per test set a table + commands."""
+def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequence[PerplexityRow] = ()) -> str:
+    """Markdown: a summary (when there are several test sets), then per test set a table + commands,
+    then the perplexity table of the language models."""
     rows = sorted(rows, key=lambda r: (r.test_set, r.model, r.method, r.decode_dir))
     sets = sorted({r.test_set for r in rows})
     out = [
         f"# {title}",
         "",
-        "Generated by `python -m asrllm.bin.make_results` from the decode directories' metrics.json; "
+        "Generated by `python -m asrllm.bin.make_results` from the metrics.json of decode and perplexity directories; "
         "do not edit by hand.",
         "WER/Sub/Del/Ins in % of reference words after Whisper's English normalisation (Open ASR "
         "leaderboard scoring); RTFx = audio seconds / decoding seconds.",
         "",
     ]
-    if not rows:
+    if not rows and not ppl_rows:
         return "\n".join(out + ["No results yet.", ""])
     if len(sets) > 1:
         out += _summary(rows, sets)
-    out += _models(rows)
+    out += _models(rows) if rows else []
     for test_set in sets:
         group = [r for r in rows if r.test_set == test_set]
         out += [
@@ -155,4 +246,6 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS") -> str:
         for n, r in enumerate(group, 1):
             command = r.command or "# command not recorded"
             out += [f"{n}. `{r.decode_dir}`", "", "   ```bash", f"   {command}", "   ```", ""]
+    if ppl_rows:
+        out += _perplexities(list(ppl_rows))
     return "\n".join(out)

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from asrllm.data.batch import Batch
+from asrllm.data.loader import AudioData
 from asrllm.models.conformer import ConformerConfig, ConformerEncoder
 from asrllm.models.frontend import LogMel, LogMelConfig
 from asrllm.models.specaugment import SpecAugment, SpecAugmentConfig
@@ -106,6 +108,8 @@ class CTCHead(nn.Module):
 
 
 class CTCModel(nn.Module):
+    train_data: ClassVar[type[AudioData]] = AudioData  # audio data dirs + the AM tokenizer (train CLI)
+
     def __init__(self, cfg: CTCModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

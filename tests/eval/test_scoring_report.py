@@ -9,7 +9,7 @@ import pytest
 
 from asrllm.bin.make_results import main as make_results
 from asrllm.eval.report import write_scoring
-from asrllm.eval.results_table import find_metrics, load_row, render_results
+from asrllm.eval.results_table import find_metrics, find_ppl_metrics, load_ppl_row, load_row, render_results
 
 REFS = {"u2": "The colour is red.", "u1": "Hello there, world", "u3": "Uh."}
 HYPS = {"u2": "the color is read", "u1": "hello world foo", "u3": "hmm yes"}
@@ -74,3 +74,30 @@ def test_row_fields_fall_back_to_path(tmp_path: Path) -> None:
     (d / "metrics.json").write_text("{oops")
     with pytest.raises(ValueError, match="metrics.json"):
         load_row(d / "metrics.json")
+
+
+def test_perplexity_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = tmp_path / "exp"
+    for model, test_set, word_ppl, train_cmd in [
+        ("lm_ft", "dev", 20.5, "python -m asrllm.bin.train --config ft.yaml"),
+        ("lm_ft", "test", 21.25, "python -m asrllm.bin.train --config ft.yaml"),
+        ("smollm2_zeroshot", "dev", 300.0, None),
+    ]:
+        out = exp / model / f"ppl_{test_set}"
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({
+            "test_set": test_set, "model": model, "word_ppl": word_ppl, "token_ppl": 3.5, "vocab_size": 256,
+            "num_unk": 2 if model == "lm_ft" else 0, "num_params": 2_000_000, "checkpoint": "latest",
+            "command": f"python -m asrllm.bin.perplexity --model-dir exp/{model}", "train_command": train_cmd,
+        }))
+    files = find_ppl_metrics([exp])
+    assert len(files) == 3 and find_metrics([exp]) == []  # perplexities are not WER rows
+    md = render_results([], ppl_rows=[load_ppl_row(f) for f in files])
+    assert "| 1 | lm_ft | 256 | 2.00M | 20.50 | 3.500 | 21.25 | 3.500 |" in md
+    assert "| 2 | smollm2_zeroshot | 256 | 2.00M | 300.00 | 3.500 | – | – |" in md
+    assert "python -m asrllm.bin.train --config ft.yaml" in md and "# not trained here (zero-shot)" in md
+    assert "(4 `<unk>` tokens in the evaluated text)" in md and "No results yet" not in md
+
+    monkeypatch.chdir(tmp_path)
+    assert make_results(["exp", "--out", "RESULTS.md"]) == 0
+    assert "## Language models: perplexity" in (tmp_path / "RESULTS.md").read_text()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from asrllm.bin.train import resolve_config
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_CORPUS = "--num-train 24 --num-dev 6 --num-test 6"
 TINY_TRAINING = (
@@ -22,6 +24,18 @@ TINY_TRAINING = (
     "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
     "optim.warmup_steps=2 data.max_batch_seconds=30"
 )
+# LM stages 6-9, kept to what the unit tests do not cover and under ~40 s: the transcriptions stand in
+# for the LM text (data/lm is the full text even for a tiny corpus), a 2 x 32 tiny LLM, one epoch of
+# re-vocabularised fine-tuning and of an own LM; SmolLM2 is left to tests/models/test_llm.py.
+TINY_LM = (
+    "--lm-text-set", "train", "--lm-tokenizers", "unigram256:train bpe2k:train",
+    "--llm-pretrain-args", "trainer.max_steps=4 trainer.save_every_steps=2 trainer.valid_every_steps=2 "
+    "model.llm.arch.hidden_size=32 model.llm.arch.intermediate_size=64 model.llm.arch.num_hidden_layers=2",
+    "--lm-configs", "conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/own_lm_unigram256.yaml",
+    "--lm-train-args", "trainer.max_epochs=1",
+    "--lm-zeroshot-configs", "conf/lm/tiny_llm_ft_unigram256.yaml",
+)
+LMS = ("tiny_llm_pretrain", "tiny_llm_ft_unigram256", "own_lm_unigram256", "tiny_llm_ft_unigram256_zeroshot")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +55,8 @@ def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_all_stages_run_and_leave_results(recipe: Path) -> None:
-    proc = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, "--average-last", "2")
+    proc = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, "--average-last", "2",
+                      *TINY_LM)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     assert len(list((recipe / "corpus/LibriSpeech/train").rglob("*.flac"))) == 24
@@ -60,10 +75,23 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
     results = (recipe / "RESULTS.md").read_text()
     assert "greedy" in results and "beam8" in results
 
+    assert (recipe / "data/token/unigram256/spm.model").is_file()
+    assert (recipe / "data/token/bpe2k/tokenizer.json").is_file()
+    assert (recipe / "exp/tiny_llm_pretrain/llm/llm.yaml").is_file()  # the exported stand-in LLM
+    for lm in LMS:
+        for dset in ("dev", "test"):
+            metrics = json.loads((recipe / f"exp/{lm}/ppl_{dset}/metrics.json").read_text())
+            assert metrics["num_sentences"] == 6 and metrics["word_ppl"] > 1.0, (lm, metrics)
+            assert metrics["command"].startswith("python -m asrllm.bin.perplexity")
+        assert f"| {lm} |" in results
+    assert "Language models: perplexity" in results
+    assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 10 runs only on request
+
     # A second run skips every finished stage and leaves the results as they were.
-    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING)
+    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TINY_LM)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Stage 3: AM training" in again.stdout and "(done:" in again.stdout
+    assert "exp/own_lm_unigram256: trained already" in again.stdout
     assert (recipe / "RESULTS.md").read_text() == results
 
 
@@ -71,3 +99,10 @@ def test_unknown_option_is_rejected(recipe: Path) -> None:
     proc = run_recipe(recipe, "--no-such-option", "1")
     assert proc.returncode != 0
     assert "unknown option --no-such-option" in proc.stderr
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "egs/mini_synth/asr1/conf/lm").glob("*.yaml")), ids=lambda p: p.name)
+def test_lm_configs_resolve(config: Path) -> None:
+    """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 10's) is valid."""
+    exp = resolve_config(config, [], None)
+    assert exp.config.model_kind == "lm" and exp.model.llm is not None

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # mini_synth: a small synthetic corpus (espeak-ng speech in LibriSpeech layout) built on the spot,
 # running every stage of the pipeline on a laptop or CI box. Options go to asr.sh (see --help).
+# LMs (stages 6-9): a tiny Qwen2-style LLM pre-trained on data/lm stands in for a pre-trained LLM;
+# it is fine-tuned on the transcriptions with its own tokens and re-vocabularised to SentencePiece
+# and characters, next to an own LM from scratch and SmolLM2-135M zero-shot.
+# Stage 10 (not run by default): ./run.sh --stage 10 --stop-stage 10 fine-tunes SmolLM2-135M with LoRA.
 set -euo pipefail
 ./asr.sh \
   --train-set train --valid-set dev --test-sets "dev test" \
   --token-name char --token-config conf/tokenizer_char.yaml \
   --am-config conf/train_ctc_small.yaml --decode-config conf/decode_ctc.yaml \
+  --lm-tokenizers "unigram256:train bpe2k:lm" \
+  --llm-pretrain-config conf/lm/tiny_llm_pretrain.yaml \
+  --lm-configs "conf/lm/tiny_llm_ft_bpe2k.yaml conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/tiny_llm_ft_char.yaml conf/lm/own_lm_unigram256.yaml" \
+  --lm-zeroshot-configs "conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/smollm2_135m.yaml" \
+  --lm-extra-config conf/lm/smollm2_135m_lora.yaml \
   "$@"

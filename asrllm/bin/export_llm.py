@@ -1,0 +1,49 @@
+"""Export the LLM of a trained language model (model_kind lm) as an LLM adapter directory.
+
+    python -m asrllm.bin.export_llm --model-dir exp/lm_tiny_pretrain --out-dir exp/lm_tiny_pretrain/llm \\
+        [--checkpoint latest]
+
+Writes `LLMAdapter.save(out_dir)` (asrllm.models.llm): `llm.yaml`, `model/` (an HF model dir),
+`tokenizer/`. LoRA updates are merged into the base weights first, so `model/` is a complete
+model. `LLMAdapter.load(out_dir)` reads the export back for scoring; another LM config starts
+from it as a pre-trained LLM with `llm.source: <out_dir>/model` and `llm.tokenizer:
+<out_dir>/tokenizer` (how mini_synth fine-tunes its tiny LLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from asrllm.bin.decode import load_model
+from asrllm.config import ConfigError
+from asrllm.models.lm_model import LMModel
+
+log = logging.getLogger("asrllm.export_llm")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", required=True, type=Path, help="exp dir of the trained LM")
+    parser.add_argument("--out-dir", required=True, type=Path, help="where the adapter dir is written")
+    parser.add_argument("--checkpoint", default="latest", help="latest | average | step_<N> dir name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        model = load_model(args.model_dir, args.checkpoint, torch.device("cpu"))
+        if not isinstance(model, LMModel):
+            raise ConfigError(f"{args.model_dir}: {type(model).__name__} is not a language model (model_kind lm)")
+    except (ConfigError, ValueError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    model.llm.merged().save(args.out_dir)
+    log.info("exported the LLM of %s (%s) to %s", args.model_dir, args.checkpoint, args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

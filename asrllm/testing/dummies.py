@@ -19,7 +19,8 @@ import torch
 
 from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.batch import Batch
-from asrllm.data.datadir import Utterance, write_datadir
+from asrllm.data.datadir import Utterance, read_datadir, write_datadir
+from asrllm.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 
 WORDS = (
     "THE QUICK BROWN FOX JUMPS OVER A LAZY DOG AND SHE SELLS SEA SHELLS BY SHORE "
@@ -139,3 +140,12 @@ def random_log_probs(num_utts: int, num_frames: int, vocab_size: int, seed: int 
     logits = torch.randn(num_utts, num_frames, vocab_size, generator=g)  # (B, T, V)
     lens = torch.full((num_utts,), num_frames, dtype=torch.int64) if lengths is None else torch.tensor(lengths)
     return logits.log_softmax(dim=-1), lens
+
+
+def make_char_tokenizer(data_dir: str | Path, out_dir: str | Path) -> Tokenizer:
+    """A character tokenizer trained on the transcripts of the data dir `data_dir`, saved in `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text_file = out_dir / "train_text.txt"
+    text_file.write_text("".join(f"{u.text}\n" for u in read_datadir(data_dir)), encoding="utf-8")
+    return train_tokenizer(TokenizerConfig(kind="char"), text_file, out_dir)

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from asrllm.bin import decode, train
-from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
-from asrllm.testing.dummies import make_datadir
+from asrllm.testing.dummies import make_char_tokenizer, make_datadir
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -38,9 +37,7 @@ methods:
 def test_train_and_decode_on_cuda_match_cpu(tmp_path: Path) -> None:
     make_datadir(tmp_path / "data/train", 16, seed=0, min_duration=1.0, max_duration=3.0)
     make_datadir(tmp_path / "data/test", 4, seed=1, min_duration=1.0, max_duration=3.0)
-    lines = [line.split(" ", 1)[1] for line in (tmp_path / "data/train/text").read_text().splitlines()]
-    (tmp_path / "text").write_text("\n".join(lines) + "\n")
-    train_tokenizer(TokenizerConfig(kind="char"), tmp_path / "text", tmp_path / "token")
+    make_char_tokenizer(tmp_path / "data/train", tmp_path / "token")
     (tmp_path / "train.yaml").write_text(CONFIG)
     exp = tmp_path / "exp"
     assert train.main(["--config", str(tmp_path / "train.yaml"), "--train-data", str(tmp_path / "data/train"),

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from asrllm.bin import train
-from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
-from asrllm.testing.dummies import make_datadir
+from asrllm.testing.dummies import make_char_tokenizer, make_datadir
 from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_model_state
 
 CONFIG = """
@@ -34,9 +33,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     make_datadir(root / "data/train", 10, seed=0, min_duration=2.0, max_duration=3.0)
     make_datadir(root / "data/dev", 2, seed=1, min_duration=2.0, max_duration=3.0)
-    lines = [line.split(" ", 1)[1] for line in (root / "data/train/text").read_text().splitlines()]
-    (root / "text").write_text("\n".join(lines) + "\n")
-    train_tokenizer(TokenizerConfig(kind="char"), root / "text", root / "data/token/char")
+    make_char_tokenizer(root / "data/train", root / "data/token/char")
     (root / "train.yaml").write_text(CONFIG)
     return root
 

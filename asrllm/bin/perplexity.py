@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from asrllm.bin.decode import load_model
-from asrllm.bin.score import read_train_command
+from asrllm.bin.score import read_train_command, read_train_seconds
 from asrllm.bin.train import resolve_config
 from asrllm.config import ConfigError, atomic_write_text, save_config
 from asrllm.data.text import LanguageModel, Sentence, TextBatchLoader, num_words, read_texts
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=time.perf_counter() - start,
             command=command,
             train_command=read_train_command(args.model_dir),
+            train_seconds=read_train_seconds(args.model_dir),
         )
         out = args.model_dir / f"ppl_{set_name}" / "metrics.json"
         atomic_write_text(out, json.dumps(metrics, indent=2) + "\n")

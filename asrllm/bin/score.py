@@ -10,6 +10,7 @@ ASR leaderboard normaliser: `result.txt`, `per_utt.txt`, `metrics.json` (see asr
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import re
@@ -95,6 +96,20 @@ def read_train_command(model_dir: Path) -> str | None:
         return None
     first = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
     return first[0].removeprefix("# ") if first else None
+
+
+def read_train_seconds(model_dir: Path) -> float | None:
+    """Wall-clock seconds of the (last) training job, from the `# started` and `# ended ... status 0`
+    lines that utils/run_local.sh writes around it; None when the log has no finished run."""
+    log_file = model_dir / "logs" / "train.log"
+    if not log_file.is_file():
+        return None
+    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    started = [line.split()[2] for line in lines[:3] if line.startswith("# started ")]
+    ended = [line.split()[2] for line in lines[-1:] if line.startswith("# ended ") and line.endswith(" status 0")]
+    if not (started and ended):
+        return None
+    return (datetime.datetime.fromisoformat(ended[0]) - datetime.datetime.fromisoformat(started[0])).total_seconds()
 
 
 if __name__ == "__main__":

@@ -96,9 +96,9 @@ class PerplexityRow:
     num_unk: int | None  # <unk> tokens in the text (they make perplexities look better than they are)
     num_params: int | None
     checkpoint: str | None
-    seconds: float | None  # evaluation time
     command: str | None  # the perplexity command
     train_command: str | None  # the command that trained the LM; None for zero-shot models
+    train_seconds: float | None  # wall-clock time of that training job
 
 
 def find_ppl_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -125,9 +125,9 @@ def load_ppl_row(metrics_path: str | Path) -> PerplexityRow:
             num_unk=m.get("num_unk"),
             num_params=m.get("num_params"),
             checkpoint=m.get("checkpoint"),
-            seconds=m.get("seconds"),
             command=m.get("command"),
             train_command=m.get("train_command"),
+            train_seconds=m.get("train_seconds"),
         )
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: cannot read perplexity metrics: {e!r}") from None
@@ -146,8 +146,9 @@ def _perplexities(rows: list[PerplexityRow]) -> list[str]:
         "Models without a training command were evaluated as built (zero-shot: pre-trained weights, and",
         "for a re-vocabularised LLM its freshly initialised label embeddings).",
         "",
-        "| # | model | V | params | " + " | ".join(f"{_cell(s)} word ppl | {_cell(s)} token ppl" for s in sets) + " |",
-        "|---:|---|---:|---:|" + "---:|---:|" * len(sets),
+        "| # | model | V | params | train time | "
+        + " | ".join(f"{_cell(s)} word ppl | {_cell(s)} token ppl" for s in sets) + " |",
+        "|---:|---|---:|---:|---:|" + "---:|---:|" * len(sets),
     ]
     for n, model in enumerate(models, 1):
         first = next(r for r in rows if r.model == model)
@@ -157,7 +158,8 @@ def _perplexities(rows: list[PerplexityRow]) -> list[str]:
             r = by_key.get((model, s))
             cells += [_num(r.word_ppl if r else None), _num(r.token_ppl if r else None, 3)]
         vocab = "–" if first.vocab_size is None else str(first.vocab_size)
-        out.append(f"| {n} | {_cell(model)} | {vocab} | {params} | " + " | ".join(cells) + " |")
+        took = "–" if first.train_seconds is None else f"{first.train_seconds / 60:.1f} min"
+        out.append(f"| {n} | {_cell(model)} | {vocab} | {params} | {took} | " + " | ".join(cells) + " |")
     out.append("")
     for n, model in enumerate(models, 1):
         group = [by_key[(model, s)] for s in sets if (model, s) in by_key]

@@ -89,12 +89,13 @@ def test_perplexity_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             "test_set": test_set, "model": model, "word_ppl": word_ppl, "token_ppl": 3.5, "vocab_size": 256,
             "num_unk": 2 if model == "lm_ft" else 0, "num_params": 2_000_000, "checkpoint": "latest",
             "command": f"python -m asrllm.bin.perplexity --model-dir exp/{model}", "train_command": train_cmd,
+            "train_seconds": 90.0 if train_cmd else None,
         }))
     files = find_ppl_metrics([exp])
     assert len(files) == 3 and find_metrics([exp]) == []  # perplexities are not WER rows
     md = render_results([], ppl_rows=[load_ppl_row(f) for f in files])
-    assert "| 1 | lm_ft | 256 | 2.00M | 20.50 | 3.500 | 21.25 | 3.500 |" in md
-    assert "| 2 | smollm2_zeroshot | 256 | 2.00M | 300.00 | 3.500 | – | – |" in md
+    assert "| 1 | lm_ft | 256 | 2.00M | 1.5 min | 20.50 | 3.500 | 21.25 | 3.500 |" in md
+    assert "| 2 | smollm2_zeroshot | 256 | 2.00M | – | 300.00 | 3.500 | – | – |" in md
     assert "python -m asrllm.bin.train --config ft.yaml" in md and "# not trained here (zero-shot)" in md
     assert "(4 `<unk>` tokens in the evaluated text)" in md and "No results yet" not in md
 

@@ -24,18 +24,19 @@ TINY_TRAINING = (
     "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
     "optim.warmup_steps=2 data.max_batch_seconds=30"
 )
-# LM stages 6-9, kept to what the unit tests do not cover and under ~40 s: the transcriptions stand in
-# for the LM text (data/lm is the full text even for a tiny corpus), a 2 x 32 tiny LLM, one epoch of
-# re-vocabularised fine-tuning and of an own LM; SmolLM2 is left to tests/models/test_llm.py.
+# LM stages 6-9, kept to what the unit tests do not cover (every LM config is checked by
+# test_lm_configs_resolve, SmolLM2 by tests/models/test_llm.py): the transcriptions stand in for the
+# LM text (data/lm is the full text even for a tiny corpus), a 2 x 32 tiny LLM, one epoch of
+# re-vocabularised fine-tuning, and the re-vocabularised LLM before fine-tuning.
 TINY_LM = (
     "--lm-text-set", "train", "--lm-tokenizers", "unigram256:train bpe2k:train",
     "--llm-pretrain-args", "trainer.max_steps=4 trainer.save_every_steps=2 trainer.valid_every_steps=2 "
     "model.llm.arch.hidden_size=32 model.llm.arch.intermediate_size=64 model.llm.arch.num_hidden_layers=2",
-    "--lm-configs", "conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/own_lm_unigram256.yaml",
+    "--lm-configs", "conf/lm/tiny_llm_ft_unigram256.yaml",
     "--lm-train-args", "trainer.max_epochs=1",
     "--lm-zeroshot-configs", "conf/lm/tiny_llm_ft_unigram256.yaml",
 )
-LMS = ("tiny_llm_pretrain", "tiny_llm_ft_unigram256", "own_lm_unigram256", "tiny_llm_ft_unigram256_zeroshot")
+LMS = ("tiny_llm_pretrain", "tiny_llm_ft_unigram256", "tiny_llm_ft_unigram256_zeroshot")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,7 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
             metrics = json.loads((recipe / f"exp/{lm}/ppl_{dset}/metrics.json").read_text())
             assert metrics["num_sentences"] == 6 and metrics["word_ppl"] > 1.0, (lm, metrics)
             assert metrics["command"].startswith("python -m asrllm.bin.perplexity")
+            assert (metrics["train_seconds"] is None) == lm.endswith("_zeroshot"), (lm, metrics)
         assert f"| {lm} |" in results
     assert "Language models: perplexity" in results
     assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 10 runs only on request
@@ -91,7 +93,7 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
     again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TINY_LM)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Stage 3: AM training" in again.stdout and "(done:" in again.stdout
-    assert "exp/own_lm_unigram256: trained already" in again.stdout
+    assert "exp/tiny_llm_ft_unigram256: trained already" in again.stdout
     assert (recipe / "RESULTS.md").read_text() == results
 
 

@@ -23,7 +23,7 @@ from asrllm.bin.decode import load_model
 from asrllm.data.text import read_texts
 from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
 from asrllm.models.llm import LLMAdapter
-from asrllm.testing.dummies import make_datadir
+from asrllm.testing.dummies import make_char_tokenizer, make_datadir
 from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_model_state
 
 ARCH = ("{model_type: qwen2, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, "
@@ -39,7 +39,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = [line.split(" ", 1)[1] for line in (root / "data/train/text").read_text().splitlines()]
     (root / "lm.txt").write_text("".join(f"{t}\n" for t in lines * 3))
     train_tokenizer(TokenizerConfig(kind="hf", vocab_size=300), root / "lm.txt", root / "data/token/bpe")
-    train_tokenizer(TokenizerConfig(kind="char"), root / "lm.txt", root / "data/token/char")
+    make_char_tokenizer(root / "data/train", root / "data/token/char")
     (root / "pretrain.yaml").write_text(
         f"model_kind: lm\nmodel:\n  llm: {{arch: {ARCH}, tokenizer: {root}/data/token/bpe}}\n"
         f"data: {{max_batch_tokens: 120, num_buckets: 2, seed: 3}}\n{TRAINER}\n"

@@ -32,7 +32,7 @@ from asrllm.data.sampler import pack_batches
 from asrllm.data.tokenizer import load_tokenizer
 from asrllm.models.registry import MODELS
 from asrllm.search import NBestEntry, SearchConfig, build_search, write_nbest_jsonl
-from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_model_state
+from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_checkpoint_state_dict, load_model_state
 
 log = logging.getLogger("asrllm.decode")
 
@@ -75,7 +75,7 @@ def load_model(model_dir: Path, checkpoint: str, device: torch.device) -> torch.
         weights = model_dir / "checkpoints" / checkpoint / MODEL_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint!r}: {weights} does not exist")
-    model.load_state_dict(load_model_state(weights))
+    load_checkpoint_state_dict(model, load_model_state(weights), weights)
     log.info("loaded %s (%s)", weights, kind)
     return model.to(device).eval()
 

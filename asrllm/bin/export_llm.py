@@ -6,8 +6,7 @@
 Writes `LLMAdapter.save(out_dir)` (asrllm.models.llm): `llm.yaml`, `model/` (an HF model dir),
 `tokenizer/`. LoRA updates are merged into the base weights first, so `model/` is a complete
 model. `LLMAdapter.load(out_dir)` reads the export back for scoring; another LM config starts
-from it as a pre-trained LLM with `llm.source: <out_dir>/model` and `llm.tokenizer:
-<out_dir>/tokenizer` (how mini_synth fine-tunes its tiny LLM).
+from it as a pre-trained LLM with `llm.source: <out_dir>` (how mini_synth fine-tunes its tiny LLM).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from asrllm.config import ConfigError
 from asrllm.data.audio import read_audio
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import DataError, Utterance, read_datadir
-from asrllm.data.sampler import BucketingSampler, rank_slice
+from asrllm.data.sampler import BucketingSampler, check_non_negative, check_rank, rank_slice
 from asrllm.data.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,8 @@ class BatchLoader:
             raise ValueError(f"sampler has {len(sampler.durations)} durations for {len(utterances)} utterances")
         if world_size != sampler.world_size:
             raise ValueError(f"world_size={world_size} but sampler.world_size={sampler.world_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-        if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers} must be >= 0")
+        check_rank(rank, world_size)
+        check_non_negative(num_workers=num_workers)
         for u in utterances:  # fail now, not hours into an epoch (encoding all would take seconds)
             if not u.text.strip():
                 raise DataError(f"utterance {u.id!r}: empty transcript {u.text!r} encodes to 0 tokens")
@@ -118,8 +116,7 @@ class BatchLoader:
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """This rank's batches of `epoch`, from the `start`-th on (earlier ones are not read)."""
-        if start < 0:
-            raise ValueError(f"start={start} must be >= 0")
+        check_non_negative(start=start)
         dataset = _BatchDataset(self.utterances, self.tokenizer, self._rank_batches(epoch)[start:])
         if self.num_workers == 0:
             yield from (dataset[i] for i in range(len(dataset)))

@@ -33,6 +33,19 @@ logger = logging.getLogger(__name__)
 Floats = Sequence[float] | np.ndarray  # a list of floats or a 1-D float array
 
 
+def check_rank(rank: int, world_size: int) -> None:
+    """Every loader's check of its DDP slot: 0 <= rank < world_size."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+
+
+def check_non_negative(**counts: int) -> None:
+    """ValueError naming the first negative count (num_workers, start, shuffle_buffer, ...)."""
+    for name, value in counts.items():
+        if value < 0:
+            raise ValueError(f"{name}={value} must be >= 0")
+
+
 def estimate_duration_buckets(durations: Floats, num_buckets: int) -> list[float]:
     """Bucket boundaries that give buckets of about equal TOTAL duration.
 

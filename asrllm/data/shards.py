@@ -52,7 +52,7 @@ from asrllm.data.audio import audio_duration, decode_audio_bytes
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import DataError, Utterance
 from asrllm.data.loader import collate, encode_text
-from asrllm.data.sampler import estimate_duration_buckets
+from asrllm.data.sampler import check_non_negative, check_rank, estimate_duration_buckets
 from asrllm.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -151,12 +151,10 @@ class ShardStream:
         world_size: int = 1,
         shuffle: bool = True,  # False: shards, row groups and rows in their stored order
     ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        check_rank(rank, world_size)
         if len(shard_paths) < world_size:
             raise ValueError(f"{len(shard_paths)} shards cannot feed world_size={world_size} ranks")
-        if shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer={shuffle_buffer} must be >= 0")
+        check_non_negative(shuffle_buffer=shuffle_buffer)
         self.shard_paths = [Path(p) for p in shard_paths]
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
@@ -293,8 +291,7 @@ class StreamingBatchLoader:
     ) -> None:
         if max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds={max_batch_seconds} must be > 0")
-        if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers} must be >= 0")
+        check_non_negative(num_workers=num_workers)
         self.stream = stream
         self.tokenizer = tokenizer
         self.max_batch_seconds = max_batch_seconds
@@ -316,8 +313,7 @@ class StreamingBatchLoader:
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """This rank's batches of `epoch` from the `start`-th on; skipped ones are never decoded."""
-        if start < 0:
-            raise ValueError(f"start={start} must be >= 0")
+        check_non_negative(start=start)
         groups = itertools.islice(self.record_batches(epoch), start, None)
         if self.num_workers == 0:
             yield from (self._collate(g) for g in groups)

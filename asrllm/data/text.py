@@ -43,7 +43,7 @@ import torch
 from asrllm.config import ConfigError
 from asrllm.data.datadir import DataError, read_datadir
 from asrllm.data.loader import encode_text
-from asrllm.data.sampler import BucketingSampler, rank_slice
+from asrllm.data.sampler import BucketingSampler, check_non_negative, check_rank, rank_slice
 from asrllm.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -114,8 +114,7 @@ class TextBatchLoader:
         rank: int = 0,
         world_size: int = 1,  # global batches with fewer sentences are dropped
     ) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        check_rank(rank, world_size)
         self.sentences = list(sentences)
         encoded = [encode_text(tokenizer, sid, text) for sid, text in self.sentences]
         lengths = np.array([len(ids) + 2 for ids in encoded], dtype=np.int64)  # (n,) with BOS and EOS
@@ -138,8 +137,7 @@ class TextBatchLoader:
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[TextBatch]:
         """This rank's batches of `epoch`, from the `start`-th on (earlier ones are not collated)."""
-        if start < 0:
-            raise ValueError(f"start={start} must be >= 0")
+        check_non_negative(start=start)
         for batch in self.sampler.epoch_batches(epoch)[start:]:
             yield self._collate(rank_slice(batch, self.rank, self.world_size))
 

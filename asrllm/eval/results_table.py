@@ -146,21 +146,20 @@ def _perplexities(rows: list[PerplexityRow]) -> list[str]:
         "Models without a training command were evaluated as built (zero-shot: pre-trained weights, and",
         "for a re-vocabularised LLM its freshly initialised label embeddings).",
         "",
-        "| # | model | V | params | train time | "
-        + " | ".join(f"{_cell(s)} word ppl | {_cell(s)} token ppl" for s in sets) + " |",
-        "|---:|---|---:|---:|---:|" + "---:|---:|" * len(sets),
     ]
+    columns = [("#", "r"), ("model", "l"), ("V", "r"), ("params", "r"), ("train time", "r")]
+    columns += [(f"{s} {unit} ppl", "r") for s in sets for unit in ("word", "token")]
+    table = []
     for n, model in enumerate(models, 1):
         first = next(r for r in rows if r.model == model)
-        params = "–" if first.num_params is None else f"{first.num_params / 1e6:.2f}M"
-        cells = []
+        vocab = "–" if first.vocab_size is None else str(first.vocab_size)
+        took = "–" if first.train_seconds is None else f"{first.train_seconds / 60:.1f} min"
+        cells = [str(n), model, vocab, _params(first.num_params), took]
         for s in sets:
             r = by_key.get((model, s))
             cells += [_num(r.word_ppl if r else None), _num(r.token_ppl if r else None, 3)]
-        vocab = "–" if first.vocab_size is None else str(first.vocab_size)
-        took = "–" if first.train_seconds is None else f"{first.train_seconds / 60:.1f} min"
-        out.append(f"| {n} | {_cell(model)} | {vocab} | {params} | {took} | " + " | ".join(cells) + " |")
-    out.append("")
+        table.append(cells)
+    out += _table(columns, table) + [""]
     for n, model in enumerate(models, 1):
         group = [by_key[(model, s)] for s in sets if (model, s) in by_key]
         first = group[0]
@@ -181,25 +180,31 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _params(num_params: int | None) -> str:
+    return "–" if num_params is None else f"{num_params / 1e6:.2f}M"
+
+
+def _table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Markdown table lines: columns are (header, "l" | "r" alignment); every cell is escaped."""
+    lines = ["| " + " | ".join(_cell(h) for h, _ in columns) + " |",
+             "|" + "".join("---|" if align == "l" else "---:|" for _, align in columns)]
+    return lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+
+
 def _summary(rows: list[ResultRow], sets: list[str]) -> list[str]:
     """Model × test-set WER table with the unweighted mean (the leaderboard's average)."""
     systems = sorted({(r.model, r.method) for r in rows})
     best: dict[tuple[str, str, str], ResultRow] = {}
     for r in rows:  # several dirs for one (system, set): keep the first in order
         best.setdefault((r.model, r.method, r.test_set), r)
-    lines = [
-        "## Summary: WER [%] per test set",
-        "",
-        "| model | method | " + " | ".join(_cell(s) for s in sets) + " | mean |",
-        "|---|---|" + "---:|" * (len(sets) + 1),
-    ]
+    table = []
     for model, method in systems:
         wers = [best[(model, method, s)].wer if (model, method, s) in best else None for s in sets]
         mean = sum(wers) / len(wers) if all(w is not None for w in wers) else None  # type: ignore[misc]
-        cells = [_num(w) for w in wers] + [_num(mean)]
-        lines.append(f"| {_cell(model)} | {_cell(method)} | " + " | ".join(cells) + " |")
+        table.append([model, method, *(_num(w) for w in wers), _num(mean)])
+    columns = [("model", "l"), ("method", "l"), *((s, "r") for s in sets), ("mean", "r")]
     note = "The mean is unweighted over the sets (as the Open ASR leaderboard averages); – = missing."
-    return lines + ["", note, ""]
+    return ["## Summary: WER [%] per test set", "", *_table(columns, table), "", note, ""]
 
 
 def _models(rows: list[ResultRow]) -> list[str]:
@@ -207,8 +212,7 @@ def _models(rows: list[ResultRow]) -> list[str]:
     out = ["## Models", ""]
     for model in sorted({r.model for r in rows}):
         r = next(r for r in rows if r.model == model)
-        params = "–" if r.num_params is None else f"{r.num_params / 1e6:.2f}M"
-        out += [f"- `{model}`: {params} parameters, checkpoint `{r.checkpoint or '–'}`, trained with", "",
+        out += [f"- `{model}`: {_params(r.num_params)} parameters, checkpoint `{r.checkpoint or '–'}`, trained with", "",
                 "  ```bash", f"  {r.train_command or '# command not recorded'}", "  ```", ""]
     return out
 
@@ -234,17 +238,11 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
     out += _models(rows) if rows else []
     for test_set in sets:
         group = [r for r in rows if r.test_set == test_set]
-        out += [
-            f"## {test_set}",
-            "",
-            "| # | model | method | WER | Sub | Del | Ins | RTFx | utts |",
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for n, r in enumerate(group, 1):
-            cells = [_num(r.wer), _num(r.sub), _num(r.dele), _num(r.ins), _num(r.rtfx, 1),
-                     "–" if r.num_utts is None else str(r.num_utts)]
-            out.append(f"| {n} | {_cell(r.model)} | {_cell(r.method)} | " + " | ".join(cells) + " |")
-        out.append("")
+        columns = [("#", "r"), ("model", "l"), ("method", "l"),
+                   *((name, "r") for name in ("WER", "Sub", "Del", "Ins", "RTFx", "utts"))]
+        table = [[str(n), r.model, r.method, _num(r.wer), _num(r.sub), _num(r.dele), _num(r.ins), _num(r.rtfx, 1),
+                  "–" if r.num_utts is None else str(r.num_utts)] for n, r in enumerate(group, 1)]
+        out += [f"## {test_set}", "", *_table(columns, table), ""]
         for n, r in enumerate(group, 1):
             command = r.command or "# command not recorded"
             out += [f"{n}. `{r.decode_dir}`", "", "   ```bash", f"   {command}", "   ```", ""]

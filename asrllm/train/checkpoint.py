@@ -3,7 +3,8 @@
 Layout of `exp_dir/checkpoints/`:
 
     step_00001200/           one checkpoint = the state after optimizer step 1200
-        model.safetensors    the unwrapped model's state_dict (tied tensors stored once, see below)
+        model.safetensors    the unwrapped model's state_dict (tied tensors stored once, see below),
+                             less the weights it rebuilds from its config (`checkpoint_state_dict`)
         trainer_state.pt     optimizer, scheduler, step, epoch, batches done in that epoch,
                              best and current valid loss, RNG states of every rank;
                              plain tensors/numbers only: torch.load(weights_only=True) reads it
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
@@ -88,6 +90,35 @@ def _expand(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict[s
 def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a file written by `save_model_state` (or a checkpoint directory) into a state_dict on CPU."""
     return _expand(*_read_model_file(_model_file(path)))
+
+
+def checkpoint_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores of `model`: its state_dict without the weights it rebuilds from its config.
+
+    A model names such weights (state_dict keys) in an optional `rebuilt_from_config()` method,
+    e.g. `LMModel`: the frozen weights of a pre-trained LLM under LoRA, which `llm.source` /
+    `llm.gguf` reload as they were. A LoRA checkpoint of SmolLM2-135M is then its 4.9M trainable
+    parameters (20 MB) instead of the whole model (570 MB).
+    """
+    rebuilt = _rebuilt_from_config(model)
+    return {name: t for name, t in model.state_dict().items() if name not in rebuilt}
+
+
+def load_checkpoint_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load what `checkpoint_state_dict` stored; every other weight must be one the model rebuilds.
+
+    source: the file or checkpoint the state came from (named in the error).
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    absent = sorted(set(missing) - _rebuilt_from_config(model))
+    if absent or unexpected:
+        raise ValueError(f"{source}: checkpoint does not fit the model of the config: "
+                         f"{len(absent)} weights missing {absent[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+
+
+def _rebuilt_from_config(model: nn.Module) -> set[str]:
+    rebuilt = getattr(model, "rebuilt_from_config", None)
+    return set(rebuilt()) if rebuilt is not None else set()
 
 
 def _model_file(path: str | Path) -> Path:

@@ -44,8 +44,10 @@ from tqdm import tqdm
 from asrllm.config import save_config
 from asrllm.train import distributed as dist
 from asrllm.train.checkpoint import (
+    checkpoint_state_dict,
     latest_checkpoint,
     link_epoch,
+    load_checkpoint_state_dict,
     load_model_state,
     load_trainer_state,
     prune_checkpoints,
@@ -387,7 +389,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rngs,
             }
-            path = save_checkpoint(self.ckpt_dir, self.state.step, self.module.state_dict(), trainer_state)
+            path = save_checkpoint(self.ckpt_dir, self.state.step, checkpoint_state_dict(self.module), trainer_state)
             if epoch_end:
                 link_epoch(self.ckpt_dir, self.state.epoch, path)
             prune_checkpoints(self.ckpt_dir, self.cfg.keep_last, self.cfg.keep_epochs)
@@ -404,7 +406,7 @@ class Trainer:
                 f"{self.ckpt_dir} already holds checkpoints but trainer.resume is false: "
                 "set trainer.resume: true to continue, or use a new exp_dir"
             )
-        self.module.load_state_dict(load_model_state(path))
+        load_checkpoint_state_dict(self.module, load_model_state(path), path)
         saved = load_trainer_state(path)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])

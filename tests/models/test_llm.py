@@ -343,6 +343,22 @@ def test_full_model_save_load(spm_tokenizer: object, pretrained_dir: Path, tmp_p
     lm.save(tmp_path / "lm")  # overwriting an existing save works
 
 
+def test_saved_adapter_dir_as_source(pretrained_dir: Path, spm_tokenizer: object, tmp_path: Path) -> None:
+    """A merged save (what export_llm writes) is a pre-trained source: same weights, its own tokenizer."""
+    lora = LoRAConfig(r=4, alpha=8, target_modules=("q_proj",))
+    lm = build_llm(LLMConfig(source=str(pretrained_dir), lora=lora, lowercase=True))
+    perturb_lora(lm)
+    lm.eval().merged().save(tmp_path / "export")
+    again = build_llm(LLMConfig(source=str(tmp_path / "export"), lowercase=True)).eval()
+    assert again.tokenizer.pieces == lm.tokenizer.pieces and torch.allclose(scores(again), scores(lm), atol=1e-5)
+    lm.save(tmp_path / "with_lora")
+    with pytest.raises(ConfigError, match="saved LoRA adapter: merge it first"):
+        build_llm(LLMConfig(source=str(tmp_path / "with_lora")))
+    build_llm(LLMConfig(source=str(pretrained_dir)), label_tokenizer=spm_tokenizer).save(tmp_path / "revocab")
+    with pytest.raises(ConfigError, match="re-vocabularised to an AM tokenizer"):
+        build_llm(LLMConfig(source=str(tmp_path / "revocab")))
+
+
 def test_own_lm_from_scratch_save_load(tmp_path: Path) -> None:
     lm = tiny("llama", tie_word_embeddings=True)
     lm.save(tmp_path / "own")

@@ -24,7 +24,13 @@ from asrllm.data.text import read_texts
 from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
 from asrllm.models.llm import LLMAdapter
 from asrllm.testing.dummies import make_char_tokenizer, make_datadir
-from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_model_state
+from asrllm.train.checkpoint import (
+    MODEL_FILE,
+    latest_checkpoint,
+    load_checkpoint_state_dict,
+    load_model_state,
+    save_model_state,
+)
 
 ARCH = ("{model_type: qwen2, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, "
         "num_attention_heads: 4, num_key_value_heads: 2, tie_word_embeddings: true}")
@@ -111,11 +117,18 @@ def test_perplexity_equals_independent_nll(setup: Path) -> None:
     assert metrics["test_set"] == "dev" and metrics["checkpoint"] == "latest"
 
 
+def export_pretrained(root: Path) -> Path:
+    """The pre-trained tiny LLM (exp/full) exported as an adapter dir, as mini_synth's stage 7 does."""
+    export = root / "exp/full/llm"
+    if not export.is_dir():
+        if latest_checkpoint(root / "exp/full/checkpoints") is None:
+            assert run_train(root, "pretrain.yaml", "lm.txt", "exp/full", "optim.total_steps=20") == 0
+        assert export_llm.main(["--model-dir", str(root / "exp/full"), "--out-dir", str(export)]) == 0
+    return export
+
+
 def test_export_then_fine_tune_re_vocabularised(setup: Path) -> None:
-    if latest_checkpoint(setup / "exp/full/checkpoints") is None:
-        assert run_train(setup, "pretrain.yaml", "lm.txt", "exp/full", "optim.total_steps=20") == 0
-    export = setup / "exp/full/llm"
-    assert export_llm.main(["--model-dir", str(setup / "exp/full"), "--out-dir", str(export)]) == 0
+    export = export_pretrained(setup)
     trained = load_model(setup / "exp/full", "latest", torch.device("cpu"))
     loaded = LLMAdapter.load(export)
     tokens, lengths = torch.tensor([[loaded.bos_id, 5, 7, 9]]), torch.tensor([4])
@@ -123,7 +136,7 @@ def test_export_then_fine_tune_re_vocabularised(setup: Path) -> None:
         assert torch.allclose(loaded.forward_logits(tokens, lengths), trained.llm.forward_logits(tokens, lengths))
 
     (setup / "ft_char.yaml").write_text(
-        f"model_kind: lm\nmodel:\n  llm: {{source: {export}/model, tokenizer: {export}/tokenizer}}\n"
+        f"model_kind: lm\nmodel:\n  llm: {{source: {export}}}\n"
         f"  label_unit: am_tokenizer\n  am_tokenizer: {setup}/data/token/char\n"
         f"data: {{max_batch_tokens: 400}}\n{TRAINER}\noptim: {{lr: 3.0e-3, warmup_steps: 2}}\n"
     )
@@ -139,3 +152,35 @@ def test_export_then_fine_tune_re_vocabularised(setup: Path) -> None:
     assert perplexity.main([*untrained, "--data", dev]) == 0  # re-running a zero-shot evaluation is fine
     trained_untrained = ["--model-dir", str(setup / "exp/ft_char"), "--config", str(setup / "ft_char.yaml")]
     assert perplexity.main([*trained_untrained, "--data", dev]) == 1  # but never over a trained model
+
+
+def test_lora_checkpoints_hold_only_the_trainable_weights(setup: Path) -> None:
+    """LoRA on a pre-trained LLM: checkpoints leave out the frozen base (the source reloads it);
+    resume and the decode-side loader still restore the model exactly."""
+    export = export_pretrained(setup)
+    (setup / "ft_lora.yaml").write_text(
+        f"model_kind: lm\nmodel:\n  llm: {{source: {export}, lora: {{r: 4, alpha: 8.0, dropout: 0.1}}}}\n"
+        f"data: {{max_batch_tokens: 120}}\n{TRAINER}\noptim: {{lr: 3.0e-3, warmup_steps: 2, total_steps: 6}}\n"
+    )
+    assert run_train(setup, "ft_lora.yaml", "data/train", "exp/lora_full", "trainer.max_steps=6") == 0
+    assert run_train(setup, "ft_lora.yaml", "data/train", "exp/lora_resumed", "trainer.max_steps=3") == 0
+    assert run_train(setup, "ft_lora.yaml", "data/train", "exp/lora_resumed", "trainer.max_steps=6") == 0
+    ends = [latest_checkpoint(setup / f"exp/{name}/checkpoints") for name in ("lora_full", "lora_resumed")]
+    full, resumed = (load_model_state(e / MODEL_FILE) for e in ends)  # type: ignore[operator]
+    assert full and all("lora_" in name for name in full), sorted(full)[:5]
+    assert full.keys() == resumed.keys() and all(torch.equal(full[n], resumed[n]) for n in full)
+
+    model = load_model(setup / "exp/lora_full", "latest", torch.device("cpu"))
+    weights = model.state_dict()
+    assert all(torch.equal(weights[n], full[n]) for n in full)
+    base = LLMAdapter.load(export)
+    tokens, lengths = torch.tensor([[base.bos_id, 5, 7, 9]]), torch.tensor([4])
+    with torch.no_grad():  # the trained LoRA update changes the scores of the reloaded base
+        delta = model.llm.forward_logits(tokens, lengths) - base.forward_logits(tokens, lengths)
+    assert delta.abs().max() > 1e-4
+
+    del full[sorted(full)[0]]
+    broken = setup / "broken.safetensors"
+    save_model_state(full, broken)
+    with pytest.raises(ValueError, match=r"broken.safetensors: checkpoint does not fit .* 1 weights missing"):
+        load_checkpoint_state_dict(model, load_model_state(broken), broken)

@@ -41,28 +41,37 @@ class ResultRow:
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
     """metrics.json files under `paths`, sorted.
 
-    A path may be a decode dir (holding metrics.json), a model dir (decode_*/metrics.json) or an
-    experiment root (*/decode_*/metrics.json).
+    A path may be a decode dir (`decode_*`, holding metrics.json) or its metrics.json, a model dir
+    (decode_*/metrics.json) or an experiment root (*/decode_*/metrics.json).
     """
+    return _find_metrics(paths, "decode_")
+
+
+def _find_metrics(paths: Iterable[str | Path], prefix: str) -> list[Path]:
+    """metrics.json of the `<prefix>*` dirs that `paths` are, or hold one or two levels down, sorted."""
     found: set[Path] = set()
     for p in map(Path, paths):
-        if p.is_file() and p.name == "metrics.json":
+        if p.name == "metrics.json" and p.parent.name.startswith(prefix):
             found.add(p)
-        elif (p / "metrics.json").is_file():
+        elif p.name.startswith(prefix) and (p / "metrics.json").is_file():
             found.add(p / "metrics.json")
         else:
-            found.update(p.glob("decode_*/metrics.json"))
-            found.update(p.glob("*/decode_*/metrics.json"))
+            found.update(p.glob(f"{prefix}*/metrics.json"))
+            found.update(p.glob(f"*/{prefix}*/metrics.json"))
     return sorted(found)
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read metrics: {e}") from None
 
 
 def load_row(metrics_path: str | Path) -> ResultRow:
     """Read one metrics.json; errors name the file."""
     path = Path(metrics_path)
-    try:
-        m: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read metrics: {e}") from None
+    m = _read_metrics(path)
     decode_dir = path.parent
     dir_set = decode_dir.name[len("decode_") :] if decode_dir.name.startswith("decode_") else decode_dir.name
     return ResultRow(
@@ -102,19 +111,15 @@ class PerplexityRow:
 
 
 def find_ppl_metrics(paths: Iterable[str | Path]) -> list[Path]:
-    """ppl_*/metrics.json files under `paths` (exp roots or model dirs), sorted."""
-    found: set[Path] = set()
-    for p in map(Path, paths):
-        found.update(p.glob("ppl_*/metrics.json"))
-        found.update(p.glob("*/ppl_*/metrics.json"))
-    return sorted(found)
+    """ppl_*/metrics.json files under `paths` (exp roots, model dirs or ppl dirs), sorted."""
+    return _find_metrics(paths, "ppl_")
 
 
 def load_ppl_row(metrics_path: str | Path) -> PerplexityRow:
     """Read one perplexity metrics.json; errors name the file."""
     path = Path(metrics_path)
+    m = _read_metrics(path)
     try:
-        m: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return PerplexityRow(
             ppl_dir=path.parent.as_posix(),
             test_set=str(m["test_set"]),
@@ -129,8 +134,8 @@ def load_ppl_row(metrics_path: str | Path) -> PerplexityRow:
             train_command=m.get("train_command"),
             train_seconds=m.get("train_seconds"),
         )
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: cannot read perplexity metrics: {e!r}") from None
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not perplexity metrics: {e!r}") from None
 
 
 def _perplexities(rows: list[PerplexityRow]) -> list[str]:

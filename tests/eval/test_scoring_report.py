@@ -93,6 +93,7 @@ def test_perplexity_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         }))
     files = find_ppl_metrics([exp])
     assert len(files) == 3 and find_metrics([exp]) == []  # perplexities are not WER rows
+    assert find_ppl_metrics([files[0].parent]) == [files[0]] and find_metrics([files[0].parent, files[1]]) == []
     md = render_results([], ppl_rows=[load_ppl_row(f) for f in files])
     assert "| 1 | lm_ft | 256 | 2.00M | 1.5 min | 20.50 | 3.500 | 21.25 | 3.500 |" in md
     assert "| 2 | smollm2_zeroshot | 256 | 2.00M | – | 300.00 | 3.500 | – | – |" in md

@@ -3,7 +3,7 @@
 # running every stage of the pipeline on a laptop or CI box. Options go to asr.sh (see --help).
 # LMs (stages 6-9): a tiny Qwen2-style LLM pre-trained on data/lm stands in for a pre-trained LLM;
 # it is fine-tuned on the transcriptions with its own tokens and re-vocabularised to SentencePiece
-# and characters, next to an own LM from scratch and SmolLM2-135M zero-shot (~6.5 min on 2 CPU cores).
+# and characters, next to an own LM from scratch and SmolLM2-135M zero-shot (~6 min on 2 CPU cores).
 # Stage 10 (not run by default): ./run.sh --stage 10 --stop-stage 10 fine-tunes SmolLM2-135M with LoRA
 # (~5 min).
 set -euo pipefail

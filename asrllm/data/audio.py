@@ -4,6 +4,13 @@ Every model input is raw 16 kHz mono audio (features are computed inside the mod
 refuses anything else rather than resampling or down-mixing silently: a corpus with the wrong format
 is a data-preparation bug, and the error says which utterance and which file to look at.
 
+A file header is not evidence that the audio is there: a FLAC cut off mid-stream keeps its header
+(with the full length), and libsndfile then either fails mid-decode ("flac decoder lost sync") or,
+for other formats, returns fewer samples than the header promised, which soundfile passes on
+silently. Reading therefore always checks that the decoded length equals the header's, and
+`decoded_durations` decodes many files in a thread pool (libsndfile runs outside the GIL) so that
+data preparation and validation can afford to decode everything once.
+
 Shapes: S audio samples.
 
 >>> read_audio("/no/such.flac", "1-2-3")
@@ -15,6 +22,9 @@ asrllm.data.audio.AudioError: utterance '1-2-3': /no/such.flac: file does not ex
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +40,7 @@ class AudioError(ValueError):
         super().__init__(f"utterance {utt_id!r}: {source}: {problem}")
         self.utt_id = utt_id
         self.source = str(source)
+        self.problem = problem
 
 
 def _check_format(sample_rate: int, channels: int, frames: int, utt_id: str, source: str | Path) -> None:
@@ -41,12 +52,20 @@ def _check_format(sample_rate: int, channels: int, frames: int, utt_id: str, sou
         raise AudioError(utt_id, source, "empty audio (0 samples)")
 
 
-def _read(file: str | io.BytesIO, utt_id: str, source: str | Path) -> np.ndarray:
+def _read(file: str | io.BytesIO, utt_id: str, source: str | Path, dtype: str = "float32") -> np.ndarray:
+    """All samples of channel 0, (S,); the decoded length must equal the header's (see module doc)."""
     try:
-        audio, rate = sf.read(file, dtype="float32", always_2d=True)  # (S, channels)
+        with sf.SoundFile(file) as f:
+            _check_format(f.samplerate, f.channels, f.frames, utt_id, source)
+            expected = f.frames
+            audio = f.read(dtype=dtype, always_2d=True)  # (S, channels)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(utt_id, source, f"unreadable audio: {e}") from None
-    _check_format(rate, audio.shape[1], audio.shape[0], utt_id, source)
+        raise AudioError(utt_id, source, f"unreadable audio (truncated or corrupt?): {e}") from None
+    if len(audio) != expected:
+        raise AudioError(
+            utt_id, source, f"truncated: the header says {expected} samples ({expected / SAMPLE_RATE:.3f} s), "
+            f"only {len(audio)} ({len(audio) / SAMPLE_RATE:.3f} s) could be decoded",
+        )
     return np.ascontiguousarray(audio[:, 0])  # (S,)
 
 
@@ -83,3 +102,39 @@ def audio_duration(path: str | Path, utt_id: str) -> float:
         raise AudioError(utt_id, path, f"unreadable audio: {e}") from None
     _check_format(info.samplerate, info.channels, info.frames, utt_id, path)
     return info.frames / info.samplerate
+
+
+def decoded_duration(path: str | Path, utt_id: str) -> float:
+    """Duration in seconds of the fully decoded file, after the checks of `read_audio`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(utt_id, path, "file does not exist")
+    return len(_read(str(path), utt_id, path, dtype="int16")) / SAMPLE_RATE  # int16: half the memory traffic
+
+
+def default_num_workers() -> int:
+    """Threads for `decoded_durations`: the CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def decoded_durations(
+    files: Sequence[tuple[str, str | Path]], num_workers: int | None = None
+) -> list[float | AudioError]:
+    """`decoded_duration` of every (utt id, path), in order, decoded by `num_workers` threads.
+
+    Problems are returned in place of the duration (not raised), so that a caller can report all of
+    them at once. `num_workers` None = `default_num_workers()`; 0 or 1 = in this thread.
+    """
+    def one(item: tuple[str, str | Path]) -> float | AudioError:
+        try:
+            return decoded_duration(item[1], item[0])
+        except AudioError as e:
+            return e
+
+    workers = default_num_workers() if num_workers is None else num_workers
+    if workers < 0:
+        raise ValueError(f"num_workers={workers} must be >= 0")
+    if workers <= 1:
+        return [one(item) for item in files]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, files))

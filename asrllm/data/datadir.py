@@ -9,8 +9,12 @@ A data directory holds four text files, one line per utterance, sorted by uttera
 
 `read_datadir` checks what a training run would otherwise trip over hours later (duplicate ids,
 ids missing from one of the files, empty or non-UTF-8 text, malformed lines) and raises
-`DataError` naming the file, the line number and the utterance. `write_datadir` writes each file
-atomically, so an interrupted stage never leaves a half-written file behind.
+`DataError` naming the file, the line number and the utterance. With `validate_audio` it also
+decodes every audio file once, in a thread pool (`audio.decoded_durations`), and reports together
+every file that is missing, truncated, corrupt or in the wrong format, and every utt2dur entry that
+disagrees with the decoded length by more than `DURATION_TOLERANCE_S` or `DURATION_TOLERANCE_REL`
+(a wrong utt2dur would defeat `max_duration` and the RTFx of decoding). `write_datadir` writes each
+file atomically, so an interrupted stage never leaves a half-written file behind.
 
 >>> u = Utterance("1-2-3", "/a/1-2-3.flac", 1.5, "HELLO WORLD", "1")
 >>> Utterance.from_dict(u.to_dict()) == u
@@ -21,17 +25,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from asrllm import config
 from asrllm.config import atomic_write_text
-from asrllm.data.audio import audio_duration
+from asrllm.data.audio import AudioError, decoded_durations
 
 logger = logging.getLogger(__name__)
 
 DATADIR_FILES = ("wav.scp", "text", "utt2spk", "utt2dur")  # all are required
+DURATION_TOLERANCE_S = 0.01  # utt2dur may differ from the decoded length by this many seconds ...
+DURATION_TOLERANCE_REL = 0.01  # ... or by this share of it, whichever is larger
+MAX_REPORTED_ERRORS = 20  # a broken corpus can have thousands of problems; show the first ones
+HOW_TO_FIX = (
+    "Fix these files, or remove the utterances (their lines in wav.scp, text, utt2spk and utt2dur), "
+    "or re-run data preparation."
+)
 
 
 class DataError(ValueError):
@@ -58,6 +70,18 @@ class Utterance:
             return config.from_dict(cls, data, f"Utterance {data.get('id')!r}")
         except config.ConfigError as e:
             raise DataError(str(e)) from None
+
+
+def problems_error(where: str | Path, errors: Sequence[str], what: str = "", hint: str = "") -> DataError:
+    """One `DataError` listing the first `MAX_REPORTED_ERRORS` problems (each names file and utterance)."""
+    shown = "\n  ".join(errors[:MAX_REPORTED_ERRORS])
+    more = f"\n  ... and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
+    return DataError(f"{where}: {len(errors)} problem(s){what}:\n  {shown}{more}" + (f"\n{hint}" if hint else ""))
+
+
+def durations_agree(listed: float, decoded: float) -> bool:
+    """|listed - decoded| within DURATION_TOLERANCE_S or DURATION_TOLERANCE_REL · decoded."""
+    return abs(listed - decoded) <= max(DURATION_TOLERANCE_S, DURATION_TOLERANCE_REL * decoded)
 
 
 def _read_lines(path: Path) -> list[tuple[int, str, str]]:
@@ -91,11 +115,15 @@ def _read_map(path: Path, required_value: bool = True) -> dict[str, tuple[int, s
     return out
 
 
-def read_datadir(data_dir: str | Path, validate_audio: bool = False) -> list[Utterance]:
+def read_datadir(
+    data_dir: str | Path, validate_audio: bool = False, num_workers: int | None = None
+) -> list[Utterance]:
     """Read a Kaldi-style data dir into utterances sorted by id.
 
-    With `validate_audio`, every audio file's header is also checked (exists, readable, 16 kHz,
-    mono, non-empty); that costs one file open per utterance, so it is off by default.
+    With `validate_audio`, every audio file is decoded once by `num_workers` threads (None = one per
+    CPU): all problems found (missing, unreadable, truncated or non-16 kHz-mono audio, utt2dur
+    disagreeing with the decoded length) are raised together as one `DataError`. That costs a full
+    decode of the corpus, so it is off by default; data preparation and `asrllm.bin.validate_data` do it.
     """
     data_dir = Path(data_dir)
     maps = {name: _read_map(data_dir / name) for name in DATADIR_FILES}
@@ -116,12 +144,34 @@ def read_datadir(data_dir: str | Path, validate_audio: bool = False) -> list[Utt
         except ValueError:
             where = f"{data_dir / 'utt2dur'}:{lineno}: utterance {utt_id!r}"
             raise DataError(f"{where}: bad duration {dur_str!r}") from None
-        utt = Utterance(utt_id, wav[utt_id][1], duration, maps["text"][utt_id][1], maps["utt2spk"][utt_id][1])
-        if validate_audio:
-            audio_duration(utt.audio, utt.id)
-        utts.append(utt)
+        utts.append(Utterance(utt_id, wav[utt_id][1], duration, maps["text"][utt_id][1], maps["utt2spk"][utt_id][1]))
+    if validate_audio:
+        _validate_audio(data_dir, utts, {u: line for u, (line, _) in wav.items()},
+                        {u: line for u, (line, _) in maps["utt2dur"].items()}, num_workers)
     logger.info("read %d utterances (%.2f h) from %s", len(utts), sum(u.duration for u in utts) / 3600, data_dir)
     return utts
+
+
+def _validate_audio(
+    data_dir: Path, utts: Sequence[Utterance], wav_lines: dict[str, int], dur_lines: dict[str, int],
+    num_workers: int | None,
+) -> None:
+    """Decode every file once; raise one `DataError` for all audio and utt2dur problems."""
+    start = time.perf_counter()
+    decoded = decoded_durations([(u.id, u.audio) for u in utts], num_workers)
+    errors = []
+    for u, d in zip(utts, decoded, strict=True):
+        if isinstance(d, AudioError):
+            errors.append(f"{data_dir / 'wav.scp'}:{wav_lines[u.id]}: {d}")
+        elif not durations_agree(u.duration, d):
+            errors.append(
+                f"{data_dir / 'utt2dur'}:{dur_lines[u.id]}: utterance {u.id!r}: utt2dur says {u.duration:.3f} s, "
+                f"but {u.audio} decodes to {d:.3f} s (tolerance {DURATION_TOLERANCE_S} s or {DURATION_TOLERANCE_REL:.0%})"
+            )
+    seconds = time.perf_counter() - start
+    logger.info("%s: decoded %d audio files in %.1f s: %d problem(s)", data_dir, len(utts), seconds, len(errors))
+    if errors:
+        raise problems_error(data_dir, errors, " found by decoding every audio file", HOW_TO_FIX)
 
 
 def check_utterances(utts: Iterable[Utterance], where: str = "") -> None:

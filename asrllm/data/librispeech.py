@@ -6,9 +6,11 @@ Layout read (the standard OpenSLR tarballs unpacked under `root`):
     <root>/LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>.trans.txt   ("<utt id> <TRANSCRIPT>" lines)
 
 Every problem in the tree (a transcript line without its flac, a flac without a transcript line,
-unreadable audio, a wrong sample rate, empty or non-UTF-8 text, duplicate ids) is collected first
-and reported together, each naming the file and the utterance; the data dir is written only when
-there is none, so a failed run leaves nothing half-written.
+unreadable, truncated or corrupt audio, a wrong sample rate, empty or non-UTF-8 text, duplicate ids)
+is collected first and reported together, each naming the file and the utterance; the data dir is
+written only when there is none, so a failed run leaves nothing half-written. Every flac is decoded
+once, in a thread pool (a truncated FLAC keeps its full-length header; see `asrllm.data.audio`), and
+utt2dur holds the decoded durations.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from asrllm.data.audio import AudioError, audio_duration
-from asrllm.data.datadir import DataError, Utterance, write_datadir
+from asrllm.data.audio import AudioError, decoded_durations
+from asrllm.data.datadir import DataError, Utterance, problems_error, write_datadir
 
 logger = logging.getLogger(__name__)
-
-MAX_REPORTED_ERRORS = 20  # a broken tree can have thousands of problems; show the first ones
 
 
 def _read_transcripts(trans: Path, errors: list[str]) -> list[tuple[str, str]]:
@@ -46,11 +46,14 @@ def _read_transcripts(trans: Path, errors: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def prepare_librispeech(root: str | Path, subset: str, out_dir: str | Path) -> list[Utterance]:
+def prepare_librispeech(
+    root: str | Path, subset: str, out_dir: str | Path, num_workers: int | None = None
+) -> list[Utterance]:
     """Build the data dir `out_dir` for `<root>/LibriSpeech/<subset>`; returns its utterances.
 
-    Durations come from the flac headers (`soundfile.info`); the speaker is the first id field.
-    Raises `DataError` listing every problem found (up to `MAX_REPORTED_ERRORS`).
+    Durations come from decoding every flac (`num_workers` threads, None = one per CPU); the
+    speaker is the first id field. Raises `DataError` listing every problem found (the first
+    `datadir.MAX_REPORTED_ERRORS` of them).
     """
     subset_dir = Path(root) / "LibriSpeech" / subset
     if not subset_dir.is_dir():
@@ -58,7 +61,7 @@ def prepare_librispeech(root: str | Path, subset: str, out_dir: str | Path) -> l
     errors: list[str] = []
     flacs = {p.name[: -len(".flac")]: p for p in sorted(subset_dir.glob("*/*/*.flac"))}
     seen: dict[str, Path] = {}
-    utts = []
+    found: list[tuple[str, str, Path]] = []  # (utt id, text, flac) of every transcript line with audio
     for trans in sorted(subset_dir.glob("*/*/*.trans.txt")):
         for utt_id, text in _read_transcripts(trans, errors):
             if utt_id in seen:
@@ -69,19 +72,20 @@ def prepare_librispeech(root: str | Path, subset: str, out_dir: str | Path) -> l
             if not flac.is_file():
                 errors.append(f"{trans}: utterance {utt_id!r}: transcript line without audio file {flac}")
                 continue
-            try:
-                duration = audio_duration(flac, utt_id)
-            except AudioError as e:
-                errors.append(str(e))
-                continue
-            utts.append(Utterance(utt_id, str(flac.resolve()), duration, text, utt_id.split("-")[0]))
+            found.append((utt_id, text, flac))
+    utts = []
+    for (utt_id, text, flac), duration in zip(
+        found, decoded_durations([(utt_id, flac) for utt_id, _, flac in found], num_workers), strict=True
+    ):
+        if isinstance(duration, AudioError):
+            errors.append(str(duration))
+            continue
+        utts.append(Utterance(utt_id, str(flac.resolve()), duration, text, utt_id.split("-")[0]))
     for utt_id, flac in flacs.items():
         if utt_id not in seen:
             errors.append(f"{flac}: utterance {utt_id!r}: audio file without a transcript line")
     if errors:
-        shown = "\n  ".join(errors[:MAX_REPORTED_ERRORS])
-        more = f"\n  ... and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
-        raise DataError(f"{subset_dir}: {len(errors)} problem(s), nothing written:\n  {shown}{more}")
+        raise problems_error(subset_dir, errors, ", nothing written")
     if not utts:
         raise DataError(f"{subset_dir}: no utterances found")
     write_datadir(out_dir, utts)

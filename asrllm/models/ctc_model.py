@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -121,6 +122,15 @@ class CTCModel(nn.Module):
         num_params = sum(p.numel() for p in self.parameters())
         logger.info("CTCModel: %.2fM parameters, CTC heads on layers %s", num_params / 1e6, cfg.ctc_layers)
 
+    def num_output_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Encoder frames T (int64, same shape) of utterances of `num_samples` audio samples; exact.
+
+        0 means the utterance is shorter than one analysis window: it cannot be trained on, and
+        decodes to an empty hypothesis. The training data path uses this to leave such utterances
+        out (and those with more labels than CTC can align) before training.
+        """
+        return self.encoder.output_lengths(self.cfg.frontend.num_frames(num_samples))
+
     def encode(
         self, audio: torch.Tensor, audio_lens: torch.Tensor, layers: tuple[int, ...] = (), augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
@@ -153,15 +163,30 @@ class CTCModel(nn.Module):
 
     @torch.no_grad()
     def log_probs(
-        self, audio: torch.Tensor, audio_lens: torch.Tensor, layer: int | None = None
+        self,
+        audio: torch.Tensor,
+        audio_lens: torch.Tensor,
+        layer: int | None = None,
+        utt_ids: Sequence[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio (B, S) -> CTC log-probs (B, T, V) and lengths (B,) from the head of `layer` (None = last).
 
         Never applies SpecAugment; dropout follows the module's mode, so call `model.eval()` first.
+        An utterance too short for one encoder frame gets length 0 (an empty hypothesis); with
+        `utt_ids` (B,) a warning names each such utterance.
         """
         layer = self.cfg.encoder.num_layers if layer is None else layer
         if str(layer) not in self.heads:
             raise ValueError(f"layer {layer} has no CTC head (heads: {list(self.cfg.ctc_layers)})")
+        frames = self.num_output_frames(audio_lens)  # (B,)
+        if utt_ids is not None:
+            for utt_id, s, t in zip(utt_ids, audio_lens.tolist(), frames.tolist(), strict=True):
+                if t == 0:
+                    sr = self.cfg.frontend.sample_rate
+                    logger.warning("utterance %r: %.3f s (%d samples) is too short for one encoder frame; "
+                                   "its hypothesis is empty", utt_id, s / sr, s)
+        if int(frames.max()) == 0:  # no frame anywhere in the batch: the convolutions would fail
+            return audio.new_zeros(len(audio_lens), 0, self.cfg.vocab_size, dtype=torch.float32), frames
         aux = () if layer == self.cfg.encoder.num_layers else (layer,)
         out, lens, hidden = self.encode(audio, audio_lens, aux, augment=False)
         return self.heads[str(layer)](hidden.get(layer, out)), lens

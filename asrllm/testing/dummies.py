@@ -45,6 +45,14 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
     return path
 
 
+def truncate_file(path: str | Path, fraction: float = 0.5) -> Path:
+    """Cut a file to `fraction` of its bytes, as an interrupted copy or download would (header kept)."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
 def dummy_text(rng: np.random.Generator, min_words: int = 1, max_words: int = 6) -> str:
     """A few upper-case words from `WORDS`, single spaces (already normalised)."""
     n = int(rng.integers(min_words, max_words + 1))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from asrllm.data.audio import AudioError
 from asrllm.data.datadir import DATADIR_FILES, DataError, Utterance, read_datadir, write_datadir
 from asrllm.testing.dummies import dummy_utterances, make_datadir
 
@@ -33,8 +32,8 @@ def test_validate_audio(tmp_path: Path) -> None:
     utts = make_datadir(tmp_path / "d", 3)
     assert read_datadir(tmp_path / "d", validate_audio=True) == utts
     Path(utts[1].audio).unlink()
-    read_datadir(tmp_path / "d")  # headers are not opened by default
-    with pytest.raises(AudioError, match=f"{utts[1].id}.*does not exist"):
+    read_datadir(tmp_path / "d")  # audio is not opened by default
+    with pytest.raises(DataError, match=f"wav.scp:2: utterance '{utts[1].id}'.*does not exist"):
         read_datadir(tmp_path / "d", validate_audio=True)
 
 

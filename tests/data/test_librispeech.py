@@ -10,7 +10,7 @@ import pytest
 from asrllm.bin.prepare_librispeech import main as prepare_main
 from asrllm.data.datadir import DataError, read_datadir
 from asrllm.data.librispeech import prepare_librispeech
-from asrllm.testing.dummies import make_librispeech_tree, sine_audio, write_audio
+from asrllm.testing.dummies import make_librispeech_tree, sine_audio, truncate_file, write_audio
 
 SUBSET = "dev-clean"
 
@@ -42,6 +42,9 @@ def _break(kind: str, chapter: Path, utt: str) -> str:
     if kind == "trans_missing":
         trans.write_bytes(b"".join(lines[1:]))
         return flac.name
+    if kind == "truncated":
+        truncate_file(flac, 0.6)
+        return flac.name
     if kind == "unreadable":
         flac.write_bytes(b"garbage")
         return flac.name
@@ -69,6 +72,7 @@ def _break(kind: str, chapter: Path, utt: str) -> str:
         ("flac_missing", "without audio file"),
         ("trans_missing", "without a transcript line"),
         ("unreadable", "unreadable audio"),
+        ("truncated", "truncated or corrupt"),
         ("rate", "sample rate 8000"),
         ("stereo", "2 channels"),
         ("empty_text", "empty transcript"),

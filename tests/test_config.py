@@ -8,7 +8,16 @@ from typing import Literal
 
 import pytest
 
-from asrllm.config import ConfigError, atomic_write_text, from_dict, load_config, parse_overrides, save_config
+from asrllm.config import (
+    ConfigError,
+    apply_overrides,
+    atomic_write_text,
+    from_dict,
+    keyed,
+    load_config,
+    parse_overrides,
+    save_config,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,3 +89,81 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> 
     atomic_write_text(target, "new\n")
     assert target.read_text() == "new\n"
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.txt"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    low: int = 0  # lower bound
+    high: int = 1  # upper bound
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError(f"Checked: low={self.low} must not exceed high={self.high}")
+        if self.high > 100:
+            raise ValueError(f"Checked.high={self.high} must be <= 100")
+        if self.low < 0:
+            raise ValueError(f"low={self.low} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    ranges: dict[str, Checked] = dataclasses.field(default_factory=dict)  # name -> range
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"low": 3, "high": 2}, "Holder.ranges.r1: low=3 must not exceed high=2"),  # `Class:` -> key path
+        ({"high": 101}, "Holder.ranges.r1.high=101 must be <= 100"),  # `Class.field` -> key path
+        ({"low": -1}, "Holder.ranges.r1: low=-1 must be >= 0"),  # no class named: key path prepended
+    ],
+)
+def test_post_init_errors_get_the_key_path_and_the_file(tmp_path: Path, entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        from_dict(Holder, {"ranges": {"r0": {}, "r1": entry}})
+    assert str(e.value) == message
+    path = tmp_path / "h.yaml"
+    path.write_text(f"ranges: {{r1: {entry}}}\n".replace("'", ""))
+    with pytest.raises(ConfigError) as e:
+        load_config(Holder, path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+def test_keyed_names_the_key_of_an_error_found_while_using_a_config() -> None:
+    tree = Outer("x", Inner())
+    assert keyed(ValueError("Inner.size=4 is too big for the model"), tree, "model") == (
+        "model.inner.size=4 is too big for the model"
+    )
+    assert keyed(ValueError("out of memory"), tree, "model") == "model: out of memory"
+
+
+def test_override_into_a_scalar_or_list_names_override_key_and_value() -> None:
+    data = {"trainer": {"max_epochs": 3, "layers": [1, 2]}}
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(data, {"trainer.max_epochs.x": 1}, "exp.yaml")
+    assert str(e.value) == "exp.yaml: override trainer.max_epochs.x=1: trainer.max_epochs is 3 (int), not a mapping"
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(data, {"trainer.layers.a.b": "s"}, "exp.yaml")
+    assert str(e.value) == "exp.yaml: override trainer.layers.a.b='s': trainer.layers is [1, 2] (list), not a mapping"
+
+
+def test_load_config_override_into_a_scalar_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: base\ninner:\n  size: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, path, parse_overrides(["inner.size.x=1"]))
+    assert str(e.value) == f"{path}: override inner.size.x=1: inner.size is 3 (int), not a mapping"
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("x=[16,", "override 'x=[16,': value '[16,' is not YAML: expected the node content, but found '<stream end>' (column 5)"),
+        ("x={a: 1", "override 'x={a: 1': value '{a: 1' is not YAML: expected ',' or '}', but got '<stream end>' (column 6)"),
+    ],
+)
+def test_override_value_that_is_not_yaml_is_one_line(item: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_overrides([item])
+    assert str(e.value) == message
+    assert parse_overrides(["x=[16, 16]"]) == {"x": [16, 16]}  # one shell word with a space: a list

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from asrllm.config import ConfigError, from_dict, load_yaml, parse_overrides, to_dict
+from asrllm.config import ConfigError, apply_overrides, from_dict, keyed, load_yaml, parse_overrides, to_dict
 from asrllm.models.registry import MODELS, TrainData
 from asrllm.train import distributed as dist
 from asrllm.train.checkpoint import seed_everything
@@ -62,12 +62,7 @@ class ResolvedExperiment:
 def resolve_config(path: str | Path, overrides: list[str], tokenizer_dir: str | None) -> ResolvedExperiment:
     """Read the YAML, apply `key.path=value` overrides, let the kind's data fill in the model config."""
     raw = load_yaml(path)
-    for dotted, value in parse_overrides(overrides).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    apply_overrides(raw, parse_overrides(overrides), path)
     try:
         exp = from_dict(TrainExperimentConfig, raw)
         if exp.model_kind not in MODELS:
@@ -114,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         exp_dir.mkdir(parents=True, exist_ok=True)
         exp.train_data.save_assets(exp_dir)
     seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed too
-    model = exp.model_cls(exp.model)
+    try:
+        model = exp.model_cls(exp.model)
+    except ConfigError as e:  # found while building (e.g. a missing model.llm.source): name file and key
+        log.error("%s: %s", args.config, keyed(e, exp.model, "model"))
+        return 1
     log.info("model %s: %.2fM parameters", cfg.model_kind, sum(p.numel() for p in model.parameters()) / 1e6)
     rank, world_size = dist.rank(), dist.world_size()
     trainer = Trainer(

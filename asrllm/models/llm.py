@@ -65,14 +65,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from asrllm.config import ConfigError, from_dict, load_yaml, save_config
+from asrllm.config import ConfigError, apply_umask, from_dict, load_yaml, make_temp_dir, save_config
 from asrllm.data.hf_tokenizer import HFTokenizer
 from asrllm.data.tokenizer import (
     WORD_START,
@@ -324,6 +323,9 @@ def pretrained_dirs(cfg: LLMConfig) -> tuple[str, str]:
         return model_dir, cfg.tokenizer or model_dir
     assert cfg.source is not None, "pretrained_dirs needs LLMConfig.source or .gguf"
     saved = Path(cfg.source)
+    if not cfg.allow_online and not saved.is_dir():  # checked here, where it is used: a config may name a placeholder
+        raise ConfigError(f"LLMConfig.source={cfg.source!r}: no such directory (a local HF model dir or an "
+                          "LLMAdapter.save dir; set allow_online to download a hub id)")
     if not (saved / ADAPTER_FILE).is_file():
         return cfg.source, cfg.tokenizer or cfg.source
     meta = from_dict(AdapterMeta, load_yaml(saved / ADAPTER_FILE))
@@ -365,10 +367,11 @@ def gguf_to_hf_dir(cfg: LLMConfig) -> Path:
     if (out / "config.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = make_temp_dir(out.parent, f".{out.name}.")
     logger.info("converting %s to a safetensors HF dir %s (once)", src, out)
     try:
         _hf_gguf_to_dir(src, tmp)
+        apply_umask(tmp)  # safetensors writes 0600
         os.rename(tmp, out)  # atomic; fails if another process finished first
     except OSError:
         if not (out / "config.json").is_file():
@@ -677,7 +680,7 @@ class LLMAdapter(nn.Module):
         """
         out_dir = Path(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+        tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.")
         try:
             peft = _is_peft(self.lm)
             base_saved = not (peft and not self.revocab and self.cfg.arch is None)
@@ -688,6 +691,7 @@ class LLMAdapter(nn.Module):
             if peft:
                 self.lm.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)  # base has them
             save_config(AdapterMeta(llm=self.cfg, revocab=self.revocab, base_saved=base_saved), tmp / ADAPTER_FILE)
+            apply_umask(tmp)  # safetensors writes 0600
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             os.rename(tmp, out_dir)

@@ -10,12 +10,12 @@ ones. The search loops themselves never see a config object.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, get_args
 
 from torch import Tensor
 
-from asrllm.search.config import FusionConfig, SearchConfig
+from asrllm.search.config import FusionConfig, MethodName, ScheduleName, SearchConfig
 from asrllm.search.fusion import FusionSchedule, LabelPrior, NoFusion
 from asrllm.search.greedy import CTCGreedySearch
 from asrllm.search.hyps import NBestEntry
@@ -28,17 +28,21 @@ class CTCSearch(Protocol):
     def __call__(self, log_probs: Tensor, lens: Tensor, utt_ids: list[str] | None = None) -> list[list[NBestEntry]]: ...
 
 
-SEARCHES: dict[str, type] = {
+SEARCHES: dict[MethodName, type] = {
     "ctc_greedy": CTCGreedySearch,
     "ctc_time_sync": CTCTimeSyncSearch,
 }
 
-SCHEDULES: dict[str, type] = {  # values: FusionSchedule subclasses
+SCHEDULES: dict[ScheduleName, type] = {  # values: FusionSchedule subclasses
     "none": NoFusion,
 }
 
+# The config's Literal names are what the YAML loader accepts: each must have a class here.
+assert set(SEARCHES) == set(get_args(MethodName)), (sorted(SEARCHES), get_args(MethodName))
+assert set(SCHEDULES) == set(get_args(ScheduleName)), (sorted(SCHEDULES), get_args(ScheduleName))
 
-def _lookup(registry: dict[str, type], name: str, option: str) -> type:
+
+def _lookup(registry: Mapping[Any, type], name: str, option: str) -> type:
     if name not in registry:
         raise ValueError(f"{option}={name!r} is unknown (known: {', '.join(sorted(registry))})")
     return registry[name]

@@ -1,6 +1,8 @@
 """Decoding options: frozen dataclasses, validated once (STYLE.md R2).
 
-Only `build.py` reads these; the search loops receive plain arguments.
+Only `build.py` reads these; the search loops receive plain arguments. Names that pick a class
+(`method`, `schedule`) are `Literal` types, so that the YAML loader rejects a misspelt one with
+file, key path and the known names (`build.py` asserts that its registries cover them).
 
 >>> SearchConfig(beam=4, nbest=2).beam
 4
@@ -14,13 +16,17 @@ SearchConfig: nbest=3 must not exceed beam=2
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
+
+MethodName = Literal["ctc_greedy", "ctc_time_sync"]  # keys of build.SEARCHES
+ScheduleName = Literal["none"]  # keys of build.SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """When and how strongly label scores other than CTC join the search (PAPER.md §5)."""
 
-    schedule: str = "none"  # key in build.SCHEDULES: "none" (CTC alone, optionally with a prior)
+    schedule: ScheduleName = "none"  # key in build.SCHEDULES: "none" (CTC alone, optionally with a prior)
     weights: dict[str, float] = dataclasses.field(default_factory=dict)  # scorer name -> weight
     prior_scale: float = 0.0  # per emitted label add -prior_scale * log prior(label); 0 = off
 
@@ -43,7 +49,7 @@ class FusionConfig:
 class SearchConfig:
     """Options of the CTC searches (greedy, time-synchronous prefix beam search)."""
 
-    method: str = "ctc_time_sync"  # key in build.SEARCHES: "ctc_greedy" or "ctc_time_sync"
+    method: MethodName = "ctc_time_sync"  # key in build.SEARCHES: "ctc_greedy" or "ctc_time_sync"
     beam: int = 8  # K: prefixes kept per utterance after every frame
     nbest: int = 1  # entries returned per utterance (<= beam), best first
     token_prune_topk: int | None = 16  # S: non-blank labels tried per frame (best by frame log-prob); None = all

@@ -12,7 +12,8 @@ Layout of `exp_dir/checkpoints/`:
     epoch_3 -> step_00001200 relative symlink to the checkpoint that ended epoch 3
     latest -> step_00001200  relative symlink to the newest checkpoint, for people and scripts
 
-A checkpoint is written into a hidden temp directory and renamed into place, so a crash leaves
+A checkpoint is written into a hidden temp directory (with the umask's permissions, as a plain
+`mkdir` gives, not mkdtemp's 0700) and renamed into place, so a crash leaves
 either the old set of checkpoints or the new one, never half a checkpoint; resume scans for the
 newest complete `step_*` directory (the scan, not the `latest` link, is authoritative). Epoch
 checkpoints are symlinks rather than copies: no extra disk, and pruning keeps every step directory
@@ -30,7 +31,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from asrllm.config import apply_umask, make_temp_dir
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
@@ -75,6 +77,7 @@ def save_model_state(state_dict: dict[str, torch.Tensor], path: str | Path) -> N
         tensors[name] = tensor.clone().contiguous() if ptr in storages else tensor.contiguous()
         storages.add(ptr)
     save_file(tensors, str(path), metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    apply_umask(path)  # safetensors writes 0600
 
 
 def _read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -188,7 +191,7 @@ def save_checkpoint(root: str | Path, step: int, model_state: dict[str, torch.Te
     for stale in root.glob(".tmp-step_*"):  # left by a crash during an earlier save
         shutil.rmtree(stale, ignore_errors=True)
     final = root / step_dir_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    tmp = make_temp_dir(root, f".tmp-{final.name}-")  # umask permissions, as a plain mkdir
     save_model_state(model_state, tmp / MODEL_FILE)
     with open(tmp / STATE_FILE, "wb") as f:
         torch.save(trainer_state, f)

@@ -28,6 +28,26 @@ def test_yaml_dict_to_config_and_unknown_keys() -> None:
         from_dict(SearchConfig, {"fusion": {"prior_scal": 0.3}})
 
 
+def test_misspelt_names_are_rejected_at_load_with_key_path_value_and_known_names() -> None:
+    with pytest.raises(ConfigError) as e:
+        from_dict(SearchConfig, {"method": "ctc_greedyy"}, "methods.greedy")
+    assert str(e.value) == "methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync']"
+    with pytest.raises(ConfigError) as e:
+        from_dict(SearchConfig, {"fusion": {"schedule": "labelwise"}}, "methods.lm")
+    assert str(e.value) == "methods.lm.fusion.schedule: 'labelwise' is not one of ['none']"
+
+
+def test_validation_errors_at_load_name_the_method_entry() -> None:
+    with pytest.raises(ConfigError) as e:
+        from_dict(SearchConfig, {"method": "ctc_greedy", "beam": 4}, "methods.greedy")
+    assert str(e.value) == (
+        "methods.greedy: method='ctc_greedy' keeps one path; beam=4 and nbest=1 must both be 1"
+    )
+    with pytest.raises(ConfigError) as e:
+        from_dict(SearchConfig, {"fusion": {"prior_scale": -1}}, "methods.b")
+    assert str(e.value) == "methods.b.fusion: prior_scale=-1.0 must be >= 0"
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -30,16 +30,17 @@ class LockedError(RuntimeError):
 
 
 class DirLock:
-    """Exclusive lock of `directory` for the lifetime of a `with` block (or acquire/release)."""
+    """Exclusive lock of `directory` (or of one job's share of it, `name`) for a `with` block."""
 
-    def __init__(self, directory: str | Path, purpose: str) -> None:
+    def __init__(self, directory: str | Path, purpose: str, name: str = LOCK_NAME) -> None:
         self.directory = Path(directory)
         self.purpose = purpose  # said in the refusal, e.g. "training"
+        self.name = name  # lock file in `directory`: parallel jobs writing disjoint parts use one each
         self._fd: int | None = None
 
     def acquire(self) -> DirLock:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / LOCK_NAME
+        path = self.directory / self.name
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

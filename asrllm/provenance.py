@@ -37,6 +37,7 @@ from asrllm.config import atomic_write_text, to_dict
 logger = logging.getLogger(__name__)
 
 DATADIR_MANIFESTS = ("wav.scp", "text", "utt2spk", "utt2dur")
+RECORD_FILE = "inputs.json"  # the record's name where the output is a whole directory
 _CHUNK = 1 << 20
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from asrllm.bin.decode import DecodeConfig, load_model
+from asrllm.bin.decode import DecodeConfig
+from asrllm.models.trained import load_trained_model
 from asrllm.bin.train import resolve_config
 from asrllm.config import load_config
 from asrllm.data.audio import read_audio
@@ -57,7 +58,7 @@ def decode_rtfx(recipe: Path, test_set: str) -> dict[str, float]:
     cfg = load_config(DecodeConfig, recipe / "conf/decode_ctc.yaml")
     model_dir = recipe / "exp/train_ctc_small"
     tokenizer = load_tokenizer(model_dir / "tokenizer")
-    model = load_model(model_dir, "average", torch.device("cpu"))
+    model = load_trained_model(model_dir, "average", torch.device("cpu"))
     utts = read_datadir(recipe / "data" / test_set)
     durations = [u.duration for u in utts]
     batches = []

@@ -1,11 +1,19 @@
 """Decode a data dir with a trained CTC model: every method of the decode config from ONE encoder pass.
 
     python -m asrllm.bin.decode --config conf/decode_ctc.yaml --model-dir exp/ctc \\
-        --data data/test [--checkpoint average] [--num-jobs 4 --job 0]
+        --data data/test [--checkpoint average] [--num-jobs 4 --job 0] [--force] [key.path=value ...]
 
 For method M, the part of job J of NJ goes to `<model-dir>/decode_<set>_<M>/parts/J-of-NJ.*`
-(hyp.txt, nbest.jsonl, info.json: timing and the exact command); `asrllm.bin.score` merges the
-parts and scores them. A job whose parts exist already is skipped, so a crashed stage resumes.
+(hyp.txt, nbest.jsonl, info.json: timing, the exact command and the part's inputs);
+`asrllm.bin.score` merges the parts and scores them.
+
+Re-runs (asrllm.provenance): `info.json` is the part's record, written last. Its inputs are the
+model (architecture, weights digest, tokenizer digest, checkpoint name), the method's search
+options and the data dir's digest. A part made from the same inputs is skipped (a crashed stage
+resumes with the jobs that did not finish); one made from other inputs is an error naming what
+differs, or, with `--force`, is decoded again (parts of another job count and the merged outputs
+of that decode dir are removed first). Batching, threads and device are not inputs: they do not
+change the hypotheses.
 
 Timing (RTFx): each method is charged the shared encoder time plus its own search time, i.e. what
 decoding with that method alone would have cost.
@@ -14,25 +22,29 @@ decoding with that method alone would have cost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import re
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from asrllm.config import ConfigError, atomic_write_text, from_dict, load_config, load_yaml
-from asrllm.data.audio import read_audio
+from asrllm.config import ConfigError, atomic_write_text, load_config, load_yaml, parse_overrides
+from asrllm.data.audio import SAMPLE_RATE, read_audio
 from asrllm.data.datadir import Utterance, read_datadir
 from asrllm.data.loader import collate
 from asrllm.data.sampler import pack_batches
 from asrllm.data.tokenizer import load_tokenizer
-from asrllm.models.registry import MODELS
+from asrllm.locking import DirLock
+from asrllm.models.trained import load_trained_model, weights_file
+from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
 from asrllm.search import NBestEntry, SearchConfig, build_search, write_nbest_jsonl
-from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_checkpoint_state_dict, load_model_state
 
 log = logging.getLogger("asrllm.decode")
 
@@ -53,31 +65,38 @@ class DecodeConfig:
             raise ValueError(f"DecodeConfig: batch_seconds={self.batch_seconds} must be > 0")
 
 
-def load_model(model_dir: Path, checkpoint: str, device: torch.device) -> torch.nn.Module:
-    """The model of `model_dir/config.yaml` with the weights named by `checkpoint`.
+MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")
+_PART = re.compile(r"^(\d+)-of-(\d+)\.")
 
-    checkpoint: "average" (model_avg.safetensors), "latest", or a checkpoint dir name (step_00001000).
-    """
+
+def model_inputs(model_dir: Path, checkpoint: str, data: Path) -> dict[str, Any]:
+    """The inputs every method's part shares: the model as decoded and the data dir (digests)."""
     exp = load_yaml(model_dir / "config.yaml")
-    kind = exp.get("model_kind")
-    if kind not in MODELS:
-        raise ConfigError(f"{model_dir / 'config.yaml'}: model_kind {kind!r} is not one of {sorted(MODELS)}")
-    cfg_cls, model_cls = MODELS[kind]
-    model = model_cls(from_dict(cfg_cls, exp["model"], "model"))
-    if checkpoint == "average":
-        weights = model_dir / "model_avg.safetensors"
-    elif checkpoint == "latest":
-        latest = latest_checkpoint(model_dir / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"no complete checkpoint under {model_dir / 'checkpoints'}")
-        weights = latest / MODEL_FILE
-    else:
-        weights = model_dir / "checkpoints" / checkpoint / MODEL_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint!r}: {weights} does not exist")
-    load_checkpoint_state_dict(model, load_model_state(weights), weights)
-    log.info("loaded %s (%s)", weights, kind)
-    return model.to(device).eval()
+    return {
+        "model_kind": exp.get("model_kind"),
+        **flatten(exp.get("model", {}), "model"),
+        "model.weights": file_digest(weights_file(model_dir, checkpoint)),
+        "model.tokenizer": file_digest(model_dir / "tokenizer"),
+        "checkpoint": checkpoint,
+        "data": datadir_digest(data),
+    }
+
+
+def clear_stale(out_dir: Path, part: str, num_jobs: int, force: bool) -> None:
+    """Remove what a decoding with other inputs left in `out_dir`: parts of other job counts (an error
+    without `force`) and the merged outputs (the scoring stage makes them again)."""
+    parts = out_dir / "parts"
+    other = sorted(p for p in parts.glob("*-of-*.*") if (m := _PART.match(p.name)) and int(m.group(2)) != num_jobs)
+    if other and not force:
+        raise StaleOutputError(
+            f"{parts} holds parts of a decoding with another --num-jobs ({other[0].name}, ...); "
+            "re-run with --force true to redo it"
+        )
+    for path in other:
+        path.unlink(missing_ok=True)
+    for name in MERGED_OUTPUTS:
+        (out_dir / name).unlink(missing_ok=True)
+    log.info("%s: decoding part %s", out_dir, part)
 
 
 def job_slice(utts: list[Utterance], num_jobs: int, job: int) -> list[Utterance]:
@@ -93,45 +112,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="Kaldi-style data dir to decode")
     parser.add_argument("--num-jobs", type=int, default=1, help="total number of decoding jobs")
     parser.add_argument("--job", type=int, default=0, help="this job's index, 0-based")
+    parser.add_argument("--force", action="store_true", help="redo parts that were made from other inputs")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides of the decode config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "-m", "asrllm.bin.decode", *argv])
 
+    with contextlib.ExitStack() as locks:  # one writer per part: released however the job ends
+        return decode(args, command, locks)
+
+
+def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) -> int:
+    """The job of `main`'s arguments: plan what is stale, lock it, decode it, write its parts."""
+    set_name = args.data.name
+    part = f"{args.job}-of-{args.num_jobs}"
     try:
         if not 0 <= args.job < args.num_jobs:
             raise ValueError(f"--job {args.job} must lie in [0, --num-jobs={args.num_jobs})")
-        cfg = load_config(DecodeConfig, args.config)
+        cfg = load_config(DecodeConfig, args.config, parse_overrides(args.overrides))
+        shared_inputs = model_inputs(args.model_dir, args.checkpoint, args.data)
+        inputs = {name: {**shared_inputs, **flatten(scfg, "search")} for name, scfg in cfg.methods.items()}
+        out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in cfg.methods}
+        todo = [
+            name for name, out_dir in out_dirs.items()
+            if decide(out_dir / "parts" / f"{part}.info.json", inputs[name], args.force,
+                      f"decode part {part} of {out_dir}")
+        ]
+        if not todo:
+            log.info("job %s of %s is decoded already from the same inputs; skipping", part, set_name)
+            return 0
+        for name in todo:
+            locks.enter_context(DirLock(out_dirs[name] / "parts", "decoding", f".{part}.lock"))
+            clear_stale(out_dirs[name], part, args.num_jobs, args.force)
         tokenizer = load_tokenizer(args.model_dir / "tokenizer")
         searches = {
-            name: build_search(scfg, blank_id=tokenizer.blank_id, detokenize=tokenizer.decode)
-            for name, scfg in cfg.methods.items()
+            name: build_search(cfg.methods[name], blank_id=tokenizer.blank_id, detokenize=tokenizer.decode)
+            for name in todo
         }
         utts = job_slice(read_datadir(args.data), args.num_jobs, args.job)
-    except (ConfigError, ValueError, OSError) as e:
+    except (ConfigError, ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)
         return 1
 
-    set_name = args.data.name
-    part = f"{args.job}-of-{args.num_jobs}"
-    out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in searches}
-    if all((d / "parts" / f"{part}.info.json").is_file() for d in out_dirs.values()):
-        log.info("job %s of %s is decoded already; skipping", part, set_name)
-        return 0
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     device = torch.device(cfg.device)
-    model = load_model(args.model_dir, args.checkpoint, device)
+    model = load_trained_model(args.model_dir, args.checkpoint, device)
 
     results: dict[str, list[list[NBestEntry]]] = {name: [] for name in searches}
     search_seconds = dict.fromkeys(searches, 0.0)
     encoder_seconds = 0.0
+    audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
     durations = [u.duration for u in utts]
     for batch_idx in pack_batches(sorted(range(len(utts)), key=durations.__getitem__), durations, cfg.batch_seconds):
         chunk = [utts[i] for i in batch_idx]
         batch = collate(
             [u.id for u in chunk], [read_audio(u.audio, u.id) for u in chunk], [[] for _ in chunk], [u.text for u in chunk]
         ).to(device)
+        audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
         start = time.perf_counter()
         with torch.inference_mode():
             log_probs, lens = model.log_probs(batch.audio, batch.audio_lens)  # (B, T, V), (B,)
@@ -142,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name].extend(search(log_probs, lens, utt_ids=batch.ids))
             search_seconds[name] += time.perf_counter() - start
 
-    audio_seconds = sum(durations)
-    for name, out_dir in out_dirs.items():
+    for name in todo:
+        out_dir = out_dirs[name]
         nbest = sorted(results[name], key=lambda entries: entries[0].utt_id)
         prefix = out_dir / "parts" / part
         atomic_write_text(f"{prefix}.hyp.txt", "".join(f"{e[0].utt_id} {e[0].text}\n" for e in nbest))
@@ -160,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "search_seconds": search_seconds[name],
             "decode_seconds": encoder_seconds + search_seconds[name],
         }
-        atomic_write_text(f"{prefix}.info.json", json.dumps(info, indent=2) + "\n")  # written last: marks the part done
+        write_record(f"{prefix}.info.json", inputs[name], **info)  # written last: the part's record
         log.info(
             "%s %s: %d utts, %.1f s audio, RTFx %.0f",
             set_name,

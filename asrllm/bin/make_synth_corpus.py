@@ -2,7 +2,7 @@
 
     python -m asrllm.bin.make_synth_corpus --out-dir corpus --config conf/corpus.yaml \
         [--num-train 4000] [--num-dev 300] [--num-test 300] [--seed 0] [--num-workers 2] \
-        [speech.snr_db_min=10 ...]
+        [--force] [speech.snr_db_min=10 ...]
 
 Without --config the defaults of `SynthCorpusConfig` apply. Flags and `key.path=value` overrides
 replace config values. Rerunning resumes an interrupted run (see asrllm/data/synth/corpus.py).
@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="YAML file for SynthCorpusConfig (default: its built-in defaults)")
     for name in _FLAGS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"overrides {name}")
+    p.add_argument("--force", action="store_true", help="rebuild a corpus that was made with another config")
     p.add_argument("overrides", nargs="*", help="config overrides key.path=value")
     return p.parse_args(argv)
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        generate_corpus(build_config(args), args.out_dir)
+        generate_corpus(build_config(args), args.out_dir, force=args.force)
     except ValueError as e:  # ConfigError is a ValueError: a wrong option or value, named in `e`
         raise SystemExit(f"make_synth_corpus: {e}") from None
 

@@ -12,7 +12,9 @@ resolved config is stored as `<model-dir>/config.yaml` next to the results.
 
 Writes `<model-dir>/ppl_<set>/metrics.json` (atomically) with the exact command for every `--data`
 path (the model is built once); <set> is the name of the data dir (of the file, without suffix).
-With NLL the
+metrics.json is also the set's stage record (asrllm.provenance): its `inputs` are the model (config,
+and the weights' digest for a trained LM) and the text's digest. A set already evaluated from the
+same inputs is skipped; from other inputs it is an error unless `--force`. With NLL the
 summed negative log-likelihood in nats of every sentence's tokens and of its EOS:
 
     token_ppl = exp(NLL / T)    T = predicted tokens (the sentence's tokens + EOS, summed)
@@ -25,7 +27,6 @@ LLM's BPE): each divides the NLL of the same text by the same W.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import shlex
@@ -36,11 +37,12 @@ from typing import Any
 
 import torch
 
-from asrllm.bin.decode import load_model
+from asrllm.models.trained import load_trained_model, weights_file
 from asrllm.bin.score import read_train_log
 from asrllm.bin.train import resolve_config
-from asrllm.config import ConfigError, atomic_write_text, save_config
+from asrllm.config import ConfigError, load_yaml, save_config
 from asrllm.data.text import LanguageModel, Sentence, TextBatchLoader, num_words, read_texts
+from asrllm.provenance import datadir_digest, decide, file_digest, flatten, write_record
 from asrllm.train.checkpoint import latest_checkpoint
 
 log = logging.getLogger("asrllm.perplexity")
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-tokens", type=int, default=4000, help="padded tokens per batch")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:i]")
     parser.add_argument("--num-threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--force", action="store_true", help="re-evaluate sets evaluated from other inputs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
@@ -94,20 +97,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(sets) < len(args.data):
             raise ConfigError(f"--data: two paths have the same set name ({' '.join(map(str, args.data))})")
-        texts = {name: read_texts(path) for name, path in sets.items()}
         if args.config is not None:
             if latest_checkpoint(args.model_dir / "checkpoints") is not None:
                 raise ConfigError(f"--config: {args.model_dir} holds a trained model; drop --config to evaluate it")
             exp = resolve_config(args.config, [], None)
-            model = exp.model_cls(exp.model).to(device).eval()
-            save_config(exp.config, args.model_dir / "config.yaml")
+            model_inputs = flatten(exp.config, "config")
             checkpoint = "none (untrained)"
         else:
-            model = load_model(args.model_dir, args.checkpoint, device)
+            model_inputs = {
+                **flatten(load_yaml(args.model_dir / "config.yaml"), "config"),
+                "model.weights": file_digest(weights_file(args.model_dir, args.checkpoint)),
+            }
             checkpoint = args.checkpoint
+        inputs = {name: {**model_inputs, "data": datadir_digest(path)} for name, path in sets.items()}
+        todo = [
+            name for name in sets
+            if decide(args.model_dir / f"ppl_{name}" / "metrics.json", inputs[name], args.force,
+                      f"perplexity of {args.model_dir} on {name}")
+        ]
+        if not todo:
+            log.info("%s: every set is evaluated already from the same inputs; skipping", args.model_dir)
+            return 0
+        texts = {name: read_texts(sets[name]) for name in todo}
+        if args.config is not None:
+            model = exp.model_cls(exp.model).to(device).eval()
+            save_config(exp.config, args.model_dir / "config.yaml")
+        else:
+            model = load_trained_model(args.model_dir, args.checkpoint, device)
         if not isinstance(model, LanguageModel):
             raise ConfigError(f"{args.model_dir}: {type(model).__name__} is not a language model")
-    except (ConfigError, ValueError, OSError) as e:
+    except (ConfigError, ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)
         return 1
 
@@ -128,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             train_seconds=train_seconds,
         )
         out = args.model_dir / f"ppl_{set_name}" / "metrics.json"
-        atomic_write_text(out, json.dumps(metrics, indent=2) + "\n")
+        write_record(out, inputs[set_name], **metrics)
         log.info(
             "%s on %s: token ppl %.3f, word ppl %.3f (%d sentences, %d tokens, %d words) -> %s",
             args.model_dir.name, set_name, metrics["token_ppl"], metrics["word_ppl"],

@@ -119,7 +119,7 @@ def test_cli_from_datadir_and_text_file(tmp_path: Path, text_file: Path) -> None
     assert train_main(args) == 0
     tok = load_tokenizer(out)
     assert all(tok.decode(tok.encode(u.text)) == u.text for u in utts)
-    assert sorted(p.name for p in out.iterdir()) == ["spm.model", "spm.vocab", "tokenizer.yaml"]  # temp text removed
+    assert sorted(p.name for p in out.iterdir()) == ["inputs.json", "spm.model", "spm.vocab", "tokenizer.yaml"]  # temp text removed
     assert train_main(["--config", str(conf), "--text-file", str(text_file), "--out-dir", str(tmp_path / "t2")]) == 0
     assert train_main(["--config", str(conf), "--text-file", str(text_file), "--out-dir", str(tmp_path / "t3"),
                        "vocab_sise=3"]) == 1

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from asrllm.bin import export_llm, perplexity, train
-from asrllm.bin.decode import load_model
+from asrllm.models.trained import load_trained_model as load_model
 from asrllm.data.text import read_texts
 from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
 from asrllm.models.llm import LLMAdapter

@@ -9,7 +9,8 @@
 Subsets are `train`, `dev` and `test`. `generate_corpus` is idempotent: an existing valid FLAC is
 kept, so a killed run resumes where it stopped; transcripts, LM text and corpus_info.json are
 written atomically after the audio, and corpus_info.json comes last (its presence means "done").
-Rerunning into a tree made with a different config is an error rather than a silent mix.
+Rerunning into a tree made with a different config is an error rather than a silent mix
+(or, with `force`, rebuilds it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from asrllm.config import ConfigError, atomic_write_text, load_yaml, save_config, to_dict
+from asrllm.provenance import describe_difference, flatten
 from asrllm.data.synth.speech import (
     SAMPLE_RATE,
     Degradation,
@@ -264,19 +267,28 @@ def corpus_info(
     }
 
 
-def check_config(cfg: SynthCorpusConfig, root: Path) -> None:
-    """Record the config in `root`, or check that an existing tree was made with the same one."""
+def check_config(cfg: SynthCorpusConfig, out_dir: Path, force: bool) -> None:
+    """Record the config in the tree, or check that an existing tree was made with the same one.
+
+    A tree made with another config is an error naming the differing keys; with `force` it is
+    deleted (with the LM text) and built again.
+    """
+    root = out_dir / "LibriSpeech"
     path = root / CONFIG_NAME
     wanted = _corpus_defining(to_dict(cfg))
     if path.exists():
         found = _corpus_defining(load_yaml(path))
-        if found != wanted:
-            diff = _differing_keys(found, wanted)
+        if found == wanted:
+            return
+        diff = describe_difference(flatten(found, ""), flatten(wanted, ""))
+        if not force:
             raise ConfigError(
-                f"{root} was made with a different config (differs in: {', '.join(diff)}); "
-                "use a new --out-dir or delete it"
+                f"{root} was made with a different config (differs in: {diff}); "
+                "re-run with --force true to build it again, or use a new --out-dir"
             )
-        return
+        log.warning("%s was made with a different config (differs in: %s): building it again (--force)", root, diff)
+        shutil.rmtree(root)
+        (out_dir / LM_TEXT_NAME).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, path)
 
@@ -285,27 +297,14 @@ def _corpus_defining(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in _RUN_ONLY_FIELDS}
 
 
-def _differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts.
+def generate_corpus(cfg: SynthCorpusConfig, out_dir: str | Path, force: bool = False) -> dict[str, Any]:
+    """Build (or finish building) the corpus under `out_dir`; returns the corpus_info dict.
 
-    >>> _differing_keys({"x": 1, "s": {"y": 2, "z": 3}}, {"x": 1, "s": {"y": 5, "z": 3}})
-    ['s.y']
+    force: rebuild a tree that was made with another config (otherwise an error).
     """
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out.extend(_differing_keys(va, vb, f"{prefix}{k}."))
-        elif va != vb:
-            out.append(f"{prefix}{k}")
-    return out
-
-
-def generate_corpus(cfg: SynthCorpusConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Build (or finish building) the corpus under `out_dir`; returns the corpus_info dict."""
     out_dir = Path(out_dir)
     root = out_dir / "LibriSpeech"
-    check_config(cfg, root)
+    check_config(cfg, out_dir, force)
     selection = select_text(cfg.text, read_sources(cfg.text), cfg.sizes(), cfg.seed)
     plans = plan_corpus(cfg, selection)
     seconds = render_all(plans, cfg.speech, root, cfg.num_workers)

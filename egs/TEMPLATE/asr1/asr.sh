@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The shared stage script behind every recipe's run.sh (ESPnet's asr.sh, kept short).
 # Each stage is one Python entry point; option defaults of the models and searches live in their
-# YAML configs and dataclasses, not here. Every stage can be re-run; finished stages leave a
-# `.done` marker (remove it, or pass --force true, to redo one).
+# YAML configs and dataclasses, not here. Every stage can be re-run, under one rule that the Python
+# entry points apply (asrllm/provenance.py): each output keeps a record of what it was made from
+# (resolved config, content digests of its input files and checkpoints); a re-run with the same
+# inputs skips it, with other inputs it stops with an error naming what differs, unless
+# --force true, which redoes exactly the outputs whose inputs changed.
 #   Stage 0: corpus        local/corpus.sh (recipe-specific: build or locate the raw corpus)
 #   Stage 1: data dirs     local/data.sh  (recipe-specific: raw corpus -> data/<set>/ Kaldi dirs)
 #   Stage 2: tokenizer     data/token/<token_name>/
@@ -22,9 +25,9 @@ set -euo pipefail
 
 stage=0                  # first stage to run
 stop_stage=9             # last stage to run (stage 10 only on request)
-force=false              # redo stages even if their .done marker exists
+force=false              # true: redo the outputs whose inputs changed (otherwise such a change is an error)
 corpus_dir=corpus        # where the raw corpus is (or is built)
-corpus_args=""           # extra options for local/corpus.sh (e.g. corpus size)
+corpus_args=""           # extra options for local/corpus.sh (e.g. corpus size), split at spaces
 ngpu=0                   # GPUs for training (0: CPU)
 nproc=1                  # training processes when ngpu=0 (CPU DDP over gloo)
 nj=1                     # parallel decoding jobs per test set
@@ -38,8 +41,8 @@ am_tag=""                # exp/<am_tag>; default: name of am_config
 decode_config=conf/decode_ctc.yaml     # decoding methods
 average_last=3           # checkpoints averaged into model_avg.safetensors (the newest N)
 checkpoint=average       # which weights to decode: average | latest | step_<N>
-train_args=""            # extra key=value overrides for AM training (stage 3)
-decode_args=""           # extra options for decoding
+train_args=""            # extra key=value overrides for AM training (stage 3); values may hold spaces: "a.b=[1, 2]"
+decode_args=""           # extra key=value overrides of the decode config (stage 4)
 lm_tokenizers=""         # stage 6: "<name>:<set> ...": conf/tokenizer_<name>.yaml trained on data/<set>
 lm_text_set=lm           # data/<lm_text_set>: LLM pre-training text (plain `text` file or data dir)
 llm_pretrain_config=""   # stage 7: LM config pre-trained on the LM text ("": skip)
@@ -62,63 +65,62 @@ elif (( ngpu == 0 && nproc > 1 )); then launcher=(torchrun --standalone --nproc_
 else launcher=(python); fi
 
 log() { echo "$(date '+%F %T') (asr.sh) $*"; }
-# run_stage N NAME MARKER: true when stage N is selected and its MARKER file does not exist yet.
-run_stage() {
+# selected N NAME: true (and logged) when stage N lies in [stage, stop_stage].
+selected() {
   (( stage <= $1 && $1 <= stop_stage )) || return 1
-  if [[ $force != true && -f $3 ]]; then log "Stage $1: $2 (done: $3 exists; --force true redoes it)"; return 1; fi
   log "Stage $1: $2"
 }
-mark_done() { mkdir -p "$(dirname "$1")"; date -Is > "$1"; }
+force_opt=(); [[ $force == true ]] && force_opt=(--force)
+# Space-separated lists as arrays (no glob expansion); key=value override strings go to Python as
+# ONE argument, split there before each `key=` (asrllm.config.split_overrides), so values keep spaces.
+read -ra corpus_opts <<< "$corpus_args"
+read -ra test_set_list <<< "$test_sets"
+read -ra lm_test_set_list <<< "$lm_test_sets"
+read -ra lm_tokenizer_list <<< "$lm_tokenizers"
+read -ra lm_config_list <<< "$lm_configs"
+read -ra lm_zeroshot_list <<< "$lm_zeroshot_configs"
 
-if run_stage 0 "corpus" "$corpus_dir/.done"; then
-  # shellcheck disable=SC2086
-  local/corpus.sh --corpus-dir "$corpus_dir" $corpus_args
-  mark_done "$corpus_dir/.done"
+if selected 0 "corpus"; then
+  local/corpus.sh --corpus-dir "$corpus_dir" "${force_opt[@]}" "${corpus_opts[@]}"
 fi
 
-if run_stage 1 "data dirs" data/.done; then
-  local/data.sh --corpus-dir "$corpus_dir"
-  mark_done data/.done
+if selected 1 "data dirs"; then
+  local/data.sh --corpus-dir "$corpus_dir" --force "$force"
 fi
 
 token_dir=data/token/$token_name
-if run_stage 2 "tokenizer ($token_name)" "$token_dir/.done"; then
-  ${train_cmd} exp/logs/tokenizer_$token_name.log \
+if selected 2 "tokenizer ($token_name)"; then
+  $train_cmd "exp/logs/tokenizer_$token_name.log" \
     python -m asrllm.bin.train_tokenizer --config "$token_config" \
-      --data-dir "data/$train_set" --out-dir "$token_dir"
-  mark_done "$token_dir/.done"
+      --data-dir "data/$train_set" --out-dir "$token_dir" "${force_opt[@]}"
 fi
 
-if run_stage 3 "AM training ($am_dir)" "$am_dir/.done_train"; then
-  # shellcheck disable=SC2086
-  ${train_cmd} "$am_dir/logs/train.log" \
+if selected 3 "AM training ($am_dir)"; then
+  $train_cmd "$am_dir/logs/train.log" \
     "${launcher[@]}" -m asrllm.bin.train --config "$am_config" \
       --train-data "data/$train_set" --valid-data "data/$valid_set" \
-      --tokenizer "$token_dir" --exp-dir "$am_dir" --resume $train_args
+      --tokenizer "$token_dir" --exp-dir "$am_dir" "${force_opt[@]}" ${train_args:+"$train_args"}
   python -m asrllm.bin.average_checkpoints --exp-dir "$am_dir" --last "$average_last"
-  mark_done "$am_dir/.done_train"
 fi
 
-decode_marker=$am_dir/.done_decode_$(basename "${decode_config%.*}")_$checkpoint
-if run_stage 4 "decoding (${test_sets})" "$decode_marker"; then
-  for dset in $test_sets; do
+if selected 4 "decoding (${test_sets})"; then
+  for dset in "${test_set_list[@]}"; do
     pids=()
-    for job in $(seq 0 $((nj - 1))); do
-      # shellcheck disable=SC2086
-      ${decode_cmd} "$am_dir/logs/decode_${dset}.$job.log" \
+    for (( job = 0; job < nj; job++ )); do
+      $decode_cmd "$am_dir/logs/decode_${dset}.$job.log" \
         python -m asrllm.bin.decode --config "$decode_config" --model-dir "$am_dir" \
-          --checkpoint "$checkpoint" --data "data/$dset" --num-jobs "$nj" --job "$job" $decode_args &
+          --checkpoint "$checkpoint" --data "data/$dset" --num-jobs "$nj" --job "$job" \
+          "${force_opt[@]}" ${decode_args:+"$decode_args"} &
       pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid"; done  # fails the stage if any job failed
   done
-  mark_done "$decode_marker"
 fi
 
-if (( stage <= 5 && 5 <= stop_stage )); then
-  log "Stage 5: scoring and RESULTS.md"
-  for dset in $test_sets; do
-    for ddir in "$am_dir"/decode_"${dset}"_*/; do
+if selected 5 "scoring and RESULTS.md"; then
+  for dset in "${test_set_list[@]}"; do
+    for ddir in "$am_dir"/decode_"$dset"_*/; do
+      [[ -d $ddir ]] || continue
       python -m asrllm.bin.score --decode-dir "$ddir" --data "data/$dset"
     done
   done
@@ -126,56 +128,46 @@ if (( stage <= 5 && 5 <= stop_stage )); then
 fi
 
 lm_tag() { basename "${1%.*}"; }  # conf/lm/<name>.yaml -> <name>
-# train_lm CONFIG TRAIN_DATA ARGS: train an LM into exp/<name>/ (marker exp/<name>/.done_train).
+# train_lm CONFIG TRAIN_DATA ARGS: train an LM into exp/<name>/ (skipped when trained from the same inputs).
 train_lm() {
   local dir; dir=exp/$(lm_tag "$1")
-  if [[ $force != true && -f $dir/.done_train ]]; then log "  $dir: trained already"; return; fi
-  # shellcheck disable=SC2086
-  ${train_cmd} "$dir/logs/train.log" \
+  $train_cmd "$dir/logs/train.log" \
     "${launcher[@]}" -m asrllm.bin.train --config "$1" \
-      --train-data "$2" --valid-data "data/$valid_set" --exp-dir "$dir" --resume $3
-  mark_done "$dir/.done_train"
+      --train-data "$2" --valid-data "data/$valid_set" --exp-dir "$dir" "${force_opt[@]}" ${3:+"$3"}
 }
 # perplexities DIR [--config CONFIG]: DIR/ppl_<set>/metrics.json for the sets of lm_test_sets
-# that lack one (one call: the model is built once).
+# (one call: the model is built once, and only for sets not yet evaluated from the same inputs).
 perplexities() {
   local dir=$1 dset sets=(); shift
-  for dset in $lm_test_sets; do
-    [[ $force != true && -f $dir/ppl_$dset/metrics.json ]] || sets+=("data/$dset")
-  done
-  (( ${#sets[@]} )) || return 0
-  ${decode_cmd} "$dir/logs/perplexity.log" \
-    python -m asrllm.bin.perplexity --model-dir "$dir" --data "${sets[@]}" "$@"
+  for dset in "${lm_test_set_list[@]}"; do sets+=("data/$dset"); done
+  $decode_cmd "$dir/logs/perplexity.log" \
+    python -m asrllm.bin.perplexity --model-dir "$dir" --data "${sets[@]}" "${force_opt[@]}" "$@"
 }
 
-if (( stage <= 6 && 6 <= stop_stage )); then
-  log "Stage 6: LM tokenizers (${lm_tokenizers})"
-  for spec in $lm_tokenizers; do
-    name=${spec%%:*}; dir=data/token/$name
-    if [[ $force != true && -f $dir/.done ]]; then log "  $dir: trained already"; continue; fi
-    ${train_cmd} "exp/logs/tokenizer_$name.log" \
+if selected 6 "LM tokenizers (${lm_tokenizers})"; then
+  for spec in "${lm_tokenizer_list[@]}"; do
+    name=${spec%%:*}
+    $train_cmd "exp/logs/tokenizer_$name.log" \
       python -m asrllm.bin.train_tokenizer --config "conf/tokenizer_$name.yaml" \
-        --data-dir "data/${spec#*:}" --out-dir "$dir"
-    mark_done "$dir/.done"
+        --data-dir "data/${spec#*:}" --out-dir "data/token/$name" "${force_opt[@]}"
   done
 fi
 
 pretrain_dir=exp/$(lm_tag "${llm_pretrain_config:-none}")
-if [[ -n $llm_pretrain_config ]] && run_stage 7 "LLM pre-training ($pretrain_dir)" "$pretrain_dir/llm/.done"; then
+if [[ -n $llm_pretrain_config ]] && selected 7 "LLM pre-training ($pretrain_dir)"; then
   train_lm "$llm_pretrain_config" "data/$lm_text_set" "$llm_pretrain_args"
-  python -m asrllm.bin.export_llm --model-dir "$pretrain_dir" --out-dir "$pretrain_dir/llm"
-  mark_done "$pretrain_dir/llm/.done"
+  python -m asrllm.bin.export_llm --model-dir "$pretrain_dir" --out-dir "$pretrain_dir/llm" "${force_opt[@]}"
 fi
 
-if (( stage <= 8 && 8 <= stop_stage )); then
-  log "Stage 8: LM training on data/$train_set (${lm_configs})"
-  for config in $lm_configs; do train_lm "$config" "data/$train_set" "$lm_train_args"; done
+if selected 8 "LM training on data/$train_set (${lm_configs})"; then
+  for config in "${lm_config_list[@]}"; do train_lm "$config" "data/$train_set" "$lm_train_args"; done
 fi
 
-if (( stage <= 9 && 9 <= stop_stage )); then
-  log "Stage 9: perplexities on ${lm_test_sets}, then RESULTS.md"
-  for config in $llm_pretrain_config $lm_configs; do perplexities "exp/$(lm_tag "$config")"; done
-  for config in $lm_zeroshot_configs; do perplexities "exp/$(lm_tag "$config")_zeroshot" --config "$config"; done
+if selected 9 "perplexities on ${lm_test_sets}, then RESULTS.md"; then
+  for config in ${llm_pretrain_config:+"$llm_pretrain_config"} "${lm_config_list[@]}"; do
+    perplexities "exp/$(lm_tag "$config")"
+  done
+  for config in "${lm_zeroshot_list[@]}"; do perplexities "exp/$(lm_tag "$config")_zeroshot" --config "$config"; done
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 

@@ -1,0 +1,136 @@
+"""The decode CLI's re-run rule (asrllm.provenance): same inputs skip, other inputs are an error
+naming what differs, `--force` redoes exactly the stale parts; one writer per part.
+
+The model is an untrained tiny CTC model written as an experiment dir by hand (config.yaml, the
+tokenizer, weights): decoding's records do not care whether the weights were trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from asrllm.bin import decode
+from asrllm.config import save_config
+from asrllm.locking import DirLock
+from asrllm.models.ctc_model import CTCModel, CTCModelConfig
+from asrllm.models.conformer import ConformerConfig
+from asrllm.testing.dummies import make_char_tokenizer, make_datadir
+from asrllm.train.checkpoint import MODEL_FILE, save_model_state
+
+DECODE = """
+methods:
+  greedy: {method: ctc_greedy, beam: 1}
+  beam4: {method: ctc_time_sync, beam: 4, nbest: 2}
+"""
+
+
+def write_model(exp: Path, seed: int, name: str = "model_avg.safetensors") -> None:
+    tok = make_char_tokenizer(exp.parent / "data/dev", exp / "tokenizer") if not (exp / "tokenizer").exists() else None
+    vocab = tok.vocab_size if tok is not None else json.loads((exp / "vocab.json").read_text())
+    (exp / "vocab.json").write_text(json.dumps(vocab))
+    cfg = CTCModelConfig(vocab_size=vocab, encoder=ConformerConfig(num_layers=1, d_model=16, num_heads=2, ff_dim=32))
+    save_config({"model_kind": "ctc", "model": cfg}, exp / "config.yaml")
+    torch.manual_seed(seed)
+    path = exp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model_state(CTCModel(cfg).state_dict(), path)
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> Path:
+    make_datadir(tmp_path / "data/dev", 4, seed=0)
+    write_model(tmp_path / "exp", seed=0)
+    (tmp_path / "decode.yaml").write_text(DECODE)
+    return tmp_path
+
+
+def run(root: Path, *extra: str, checkpoint: str = "average", nj: int = 1, job: int = 0) -> int:
+    return decode.main([
+        "--config", str(root / "decode.yaml"), "--model-dir", str(root / "exp"), "--data", str(root / "data/dev"),
+        "--checkpoint", checkpoint, "--num-jobs", str(nj), "--job", str(job), *extra,
+    ])
+
+
+def part_files(root: Path, method: str) -> dict[str, bytes]:
+    parts = root / f"exp/decode_dev_{method}/parts"
+    return {p.name: p.read_bytes() for p in sorted(parts.glob("[0-9]*-of-*.*"))}  # not the lock files
+
+
+def info(root: Path, method: str, part: str = "0-of-1") -> dict:
+    return json.loads((root / f"exp/decode_dev_{method}/parts/{part}.info.json").read_text())
+
+
+def test_same_inputs_skip_and_changed_search_is_named(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert run(setup) == 0
+    greedy, beam = part_files(setup, "greedy"), part_files(setup, "beam4")
+    assert info(setup, "beam4")["inputs"]["search.beam"] == 4
+    assert run(setup) == 0  # same inputs: nothing rewritten
+    assert part_files(setup, "greedy") == greedy and part_files(setup, "beam4") == beam
+
+    caplog.set_level(logging.ERROR)
+    assert run(setup, "methods.beam4.beam=3") == 1
+    assert "decode part 0-of-1 of" in caplog.text and "differs in: search.beam (4 -> 3)" in caplog.text
+    assert "--force true" in caplog.text
+    assert part_files(setup, "beam4") == beam  # nothing lost
+
+    assert run(setup, "--force", "methods.beam4.beam=3") == 0
+    assert info(setup, "beam4")["inputs"]["search.beam"] == 3
+    assert part_files(setup, "greedy") == greedy  # the unchanged method is not redone
+
+
+def test_changed_weights_and_checkpoint(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert run(setup) == 0
+    before = info(setup, "greedy")
+    write_model(setup / "exp", seed=1)  # "retrained"
+    caplog.set_level(logging.ERROR)
+    assert run(setup) == 1
+    assert "differs in: model.weights" in caplog.text
+    assert run(setup, "--force") == 0
+    after = info(setup, "greedy")
+    assert after["inputs"]["model.weights"] != before["inputs"]["model.weights"]
+
+    caplog.clear()
+    assert run(setup, checkpoint="step_00000007") == 1  # a missing checkpoint is an error, decoded or not
+    assert "step_00000007" in caplog.text and "does not exist" in caplog.text
+    write_model(setup / "exp", seed=2, name=f"checkpoints/step_00000007/{MODEL_FILE}")
+    assert run(setup, checkpoint="step_00000007") == 1
+    assert "checkpoint" in caplog.text and "model.weights" in caplog.text
+    assert run(setup, "--force", checkpoint="step_00000007") == 0
+    assert info(setup, "greedy")["inputs"]["checkpoint"] == "step_00000007"
+
+
+def test_other_job_count_and_merged_outputs_are_cleared(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert run(setup) == 0
+    (setup / "exp/decode_dev_greedy/metrics.json").write_text("{}")  # as if scored
+    caplog.set_level(logging.ERROR)
+    assert run(setup, nj=2, job=0) == 1
+    assert "another --num-jobs" in caplog.text
+    assert run(setup, "--force", nj=2, job=0) == 0 and run(setup, "--force", nj=2, job=1) == 0
+    assert sorted(part_files(setup, "greedy")) == [
+        f"{j}-of-2.{kind}" for j in range(2) for kind in ("hyp.txt", "info.json", "nbest.jsonl")
+    ]
+    assert not (setup / "exp/decode_dev_greedy/metrics.json").exists()
+    hyps = [line.split()[0] for j in range(2)
+            for line in (setup / f"exp/decode_dev_greedy/parts/{j}-of-2.hyp.txt").read_text().splitlines()]
+    assert sorted(hyps) == [f"dummy-{i:04d}" for i in range(4)]
+
+
+def test_changed_data_is_named(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert run(setup) == 0
+    make_datadir(setup / "data/dev", 3, seed=5)
+    caplog.set_level(logging.ERROR)
+    assert run(setup) == 1
+    assert "differs in: data" in caplog.text
+
+
+def test_second_decoder_on_the_same_part_refuses(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    with DirLock(setup / "exp/decode_dev_greedy/parts", "decoding", ".0-of-1.lock"):
+        assert run(setup) == 1
+    assert "is in use by PID" in caplog.text
+    assert run(setup) == 0

@@ -17,5 +17,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["asrllm", "asrllm.*"]),
+    package_data={"asrllm.eval": ["spelling/*.json"]},  # the normalisers' spelling maps
     install_requires=requirements,
 )

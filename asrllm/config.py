@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import types
 import typing
@@ -234,11 +235,28 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str 
         node[leaf] = value
 
 
+_OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.-]*=)")  # whitespace before the next `key.path=`
+
+
+def split_overrides(text: str) -> list[str]:
+    """One string of overrides (a recipe's `--train-args "a=1 b=[16, 16]"`, passed to Python as ONE
+    argument so that the shell neither splits nor globs it) -> one item per `key.path=value`.
+    Whitespace splits only where a new `key=` follows, so values keep their inner spaces.
+
+    >>> split_overrides(" trainer.max_epochs=2  data.seeds=[16, 16] name=a b")
+    ['trainer.max_epochs=2', 'data.seeds=[16, 16]', 'name=a b']
+    >>> split_overrides("  ")
+    []
+    """
+    return [item for item in _OVERRIDE_START.split(text.strip()) if item]
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`["optim.lr=1e-3", "model.encoder.num_layers=4"]` -> dict; values are parsed as YAML.
+    An item may hold several overrides (`split_overrides`).
 
-    >>> parse_overrides(["data.seeds=[16, 16]"])
-    {'data.seeds': [16, 16]}
+    >>> parse_overrides(["data.seeds=[16, 16]", "a=1 b=x y"])
+    {'data.seeds': [16, 16], 'a': 1, 'b': 'x y'}
     >>> try:
     ...     parse_overrides(["x=[16,"])
     ... except ConfigError as e:
@@ -246,7 +264,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     override 'x=[16,': value '[16,' is not YAML: expected the node content, but found '<stream end>' (column 5)
     """
     out: dict[str, Any] = {}
-    for item in items:
+    for item in (one for text in items for one in split_overrides(text)):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key.path=value")

@@ -158,8 +158,10 @@ def test_load_config_override_into_a_scalar_names_the_file(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ("x=[16,", "override 'x=[16,': value '[16,' is not YAML: expected the node content, but found '<stream end>' (column 5)"),
-        ("x={a: 1", "override 'x={a: 1': value '{a: 1' is not YAML: expected ',' or '}', but got '<stream end>' (column 6)"),
+        ("x=[16,", "override 'x=[16,': value '[16,' is not YAML: "
+                   "expected the node content, but found '<stream end>' (column 5)"),
+        ("x={a: 1", "override 'x={a: 1': value '{a: 1' is not YAML: "
+                    "expected ',' or '}', but got '<stream end>' (column 6)"),
     ],
 )
 def test_override_value_that_is_not_yaml_is_one_line(item: str, message: str) -> None:

@@ -6,7 +6,11 @@
 set -euo pipefail
 log=$1; shift
 mkdir -p "$(dirname "$log")"
-{ printf '#'; printf ' %q' "$@"; printf '\n'; echo "# started $(date -Is) on $(hostname)"; } > "$log"
+quoted=""
+for arg in "$@"; do
+  if [[ $arg =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then quoted+=" $arg"; else quoted+=" ${arg@Q}"; fi
+done
+{ echo "#$quoted"; echo "# started $(date -Is) on $(hostname)"; } > "$log"
 rc=0
 "$@" 2>&1 | tee -a "$log" || rc=$?
 echo "# ended $(date -Is) with status $rc" >> "$log"

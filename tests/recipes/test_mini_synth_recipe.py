@@ -1,7 +1,11 @@
-"""Runs egs/mini_synth/asr1/run.sh through every stage at a tiny size, so CI catches broken stages.
+"""Runs egs/mini_synth/asr1/run.sh through every stage at a tiny size, so CI catches broken stages,
+then re-runs it after changing, in turn, the decode config, the checkpoint, the AM config and the
+test sets: each re-run redoes exactly what changed with `--force true` and stops with an error
+naming what differs without it (issue 7, acceptance 2; asserted from file contents).
 
-The recipe is copied (with its symlinks) into a temporary tree of the same shape, so the test
-neither needs nor touches the checkout's data/ and exp/.
+The recipe is copied (with its symlinks) into a temporary tree of the same shape, whose path holds
+a space, and the tokenizer's name holds one too, so that the shell's quoting is tested as well. The
+test neither needs nor touches the checkout's data/ and exp/.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from asrllm.bin.train import resolve_config
+from asrllm.train.experiment import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CORPUS = "--num-train 24 --num-dev 6 --num-test 6"
 TINY_TRAINING = (
     "trainer.max_epochs=2 trainer.log_every_steps=1 trainer.progress_bar=false trainer.plot=true "
     "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
-    "optim.warmup_steps=2 data.max_batch_seconds=30"
+    "optim.warmup_steps=2 data.max_batch_seconds=30 optim.betas=[0.9, 0.98]"  # a value with a space
 )
+TOKEN = ("--token-name", "my char")
 # LM stages 6-9, kept to what the unit tests do not cover (every LM config is checked by
 # test_lm_configs_resolve, SmolLM2 by tests/models/test_llm.py): the transcriptions stand in for the
 # LM text (data/lm is the full text even for a tiny corpus), a 2 x 32 tiny LLM, one epoch of
@@ -41,7 +46,7 @@ LMS = ("tiny_llm_pretrain", "tiny_llm_ft_unigram256", "tiny_llm_ft_unigram256_ze
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
+    root = tmp_path_factory.mktemp("repo") / "with space"
     for part in ("egs/TEMPLATE", "egs/mini_synth", "utils"):
         shutil.copytree(REPO / part, root / part, symlinks=True,
                         ignore=shutil.ignore_patterns("data", "exp", "corpus", "RESULTS.md"))
@@ -57,13 +62,15 @@ def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_all_stages_run_and_leave_results(recipe: Path) -> None:
     proc = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, "--average-last", "2",
-                      *TINY_LM)
+                      *TOKEN, *TINY_LM)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     assert len(list((recipe / "corpus/LibriSpeech/train").rglob("*.flac"))) == 24
     assert len((recipe / "data/test/wav.scp").read_text().splitlines()) == 6
-    assert (recipe / "data/token/char/tokenizer.yaml").is_file()
+    assert (recipe / "data/token/my char/tokenizer.yaml").is_file()
     am = recipe / "exp/train_ctc_small"
+    train_command = (am / "logs/train.log").read_text().splitlines()[0]
+    assert f"'{TINY_TRAINING}'" in train_command and "--tokenizer 'data/token/my char'" in train_command
     assert (am / "model_avg.safetensors").is_file()
     assert (am / "config.yaml").is_file() and (am / "learning_curve.png").is_file()
     for dset in ("dev", "test"):
@@ -89,12 +96,91 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
     assert "Language models: perplexity" in results
     assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 10 runs only on request
 
-    # A second run skips every finished stage and leaves the results as they were.
-    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TINY_LM)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "Stage 3: AM training" in again.stdout and "(done:" in again.stdout
-    assert "exp/tiny_llm_ft_unigram256: trained already" in again.stdout
+    # A second run skips every finished stage: no output is rewritten.
+    before = snapshot(recipe)
+    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TOKEN, *TINY_LM)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert snapshot(recipe) == before
     assert (recipe / "RESULTS.md").read_text() == results
+
+
+def snapshot(recipe: Path) -> dict[str, bytes]:
+    """Every stage output of the AM, tokenizers, data and LMs (not logs, locks or RESULTS.md), by path."""
+    out = {}
+    for top in ("data", "exp"):
+        for p in sorted((recipe / top).rglob("*")):
+            rel = p.relative_to(recipe).as_posix()
+            if p.is_file() and "/logs/" not in f"/{rel}" and not p.name.startswith(".") and "tensorboard" not in rel:
+                out[rel] = p.read_bytes()
+    return out
+
+
+def changed(before: dict[str, bytes], after: dict[str, bytes]) -> set[str]:
+    return {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+
+
+AM_STAGES = ("--stage", "3", "--stop-stage", "5", *TOKEN)
+
+
+def test_reruns_redo_exactly_what_changed(recipe: Path) -> None:
+    """Runs after test_all_stages_run_and_leave_results, on its outputs."""
+    am = "exp/train_ctc_small"
+    assert (recipe / am / "model_avg.safetensors").is_file(), "needs the recipe run of the test before"
+
+    def rerun(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_recipe(recipe, *AM_STAGES, "--train-args", TINY_TRAINING, "--average-last", "2", *args)
+
+    def decoded(dset: str, method: str) -> dict:
+        return json.loads((recipe / am / f"decode_{dset}_{method}/parts/0-of-1.info.json").read_text())
+
+    # 1. The decode config: beam8's beam becomes 4.
+    conf = recipe / "conf/decode_ctc.yaml"
+    conf.write_text(conf.read_text().replace("beam: 8", "beam: 4"))
+    before = snapshot(recipe)
+    proc = rerun()
+    assert proc.returncode != 0 and "differs in: search.beam (8 -> 4)" in proc.stdout + proc.stderr
+    assert snapshot(recipe) == before  # nothing lost
+    proc = rerun("--force", "true")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    redone = changed(before, snapshot(recipe))
+    assert {p.split("/")[2] for p in redone} == {"decode_dev_beam8", "decode_test_beam8"}, sorted(redone)
+    assert decoded("test", "beam8")["inputs"]["search.beam"] == 4
+
+    # 2. The checkpoint: the newest instead of the average.
+    before = snapshot(recipe)
+    proc = rerun("--checkpoint", "latest")
+    assert proc.returncode != 0 and 'checkpoint ("average" -> "latest")' in proc.stdout + proc.stderr
+    assert snapshot(recipe) == before
+    proc = rerun("--checkpoint", "latest", "--force", "true")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    redone = changed(before, snapshot(recipe))
+    assert {p.split("/")[2] for p in redone} == {f"decode_{d}_{m}" for d in ("dev", "test") for m in ("greedy", "beam8")}
+    assert decoded("dev", "greedy")["inputs"]["checkpoint"] == "latest"
+
+    # 3. The AM config: a wider feed-forward layer.
+    weights = (recipe / am / "model_avg.safetensors").read_bytes()
+    before = snapshot(recipe)
+    wider = ("--train-args", TINY_TRAINING.replace("ff_dim=64", "ff_dim=48"))
+    proc = run_recipe(recipe, *AM_STAGES, *wider, "--average-last", "2")
+    assert proc.returncode != 0 and "model.encoder.ff_dim (64 -> 48)" in proc.stdout + proc.stderr
+    assert snapshot(recipe) == before
+    proc = run_recipe(recipe, *AM_STAGES, *wider, "--average-last", "2", "--force", "true")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ff_dim: 48" in (recipe / am / "config.yaml").read_text()
+    assert (recipe / am / "model_avg.safetensors").read_bytes() != weights
+    redone = changed(before, snapshot(recipe))
+    assert all(p.startswith(f"{am}/") for p in redone)  # no tokenizer, data or LM output
+    for dset in ("dev", "test"):
+        for method in ("greedy", "beam8"):
+            assert f"{am}/decode_{dset}_{method}/parts/0-of-1.info.json" in redone
+
+    # 4. The test sets: train joins dev and test; only train is decoded.
+    before = snapshot(recipe)
+    proc = run_recipe(recipe, *AM_STAGES, *wider, "--average-last", "2", "--test-sets", "dev test train")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    redone = changed(before, snapshot(recipe))
+    assert {p.split("/")[2] for p in redone if "/parts/" in p} == {"decode_train_greedy", "decode_train_beam8"}
+    assert "| train |" in (recipe / "RESULTS.md").read_text() or "train" in (recipe / "RESULTS.md").read_text()
 
 
 def test_unknown_option_is_rejected(recipe: Path) -> None:

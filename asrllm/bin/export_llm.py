@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from asrllm.models.trained import load_trained_model
-from asrllm.config import ConfigError
+from asrllm.config import ConfigError, load_yaml
 from asrllm.models.lm_model import LMModel
+from asrllm.models.trained import load_trained_model, weights_file
+from asrllm.provenance import RECORD_FILE, decide, file_digest, flatten, write_record
 
 log = logging.getLogger("asrllm.export_llm")
 

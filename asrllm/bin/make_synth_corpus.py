@@ -14,7 +14,7 @@ import argparse
 import logging
 from typing import Any
 
-from asrllm.config import from_dict, load_config, parse_overrides
+from asrllm.config import apply_overrides, from_dict, load_config, parse_overrides
 from asrllm.data.synth.corpus import SynthCorpusConfig, generate_corpus
 
 _FLAGS = ("num_train", "num_dev", "num_test", "seed", "num_workers")
@@ -32,25 +32,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}."""
-    out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 def build_config(args: argparse.Namespace) -> SynthCorpusConfig:
     """Config file (or defaults) + key.path=value overrides + flags, in that order."""
     overrides = parse_overrides(args.overrides)
     overrides.update({name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None})
     if args.config:
         return load_config(SynthCorpusConfig, args.config, overrides)
-    return from_dict(SynthCorpusConfig, _nested(overrides))
+    data: dict[str, Any] = {}
+    apply_overrides(data, overrides, "make_synth_corpus")
+    return from_dict(SynthCorpusConfig, data)
 
 
 def main(argv: list[str] | None = None) -> None:

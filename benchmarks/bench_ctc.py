@@ -22,7 +22,7 @@ import torch
 
 from asrllm.bin.decode import DecodeConfig
 from asrllm.models.trained import load_trained_model
-from asrllm.bin.train import resolve_config
+from asrllm.train.experiment import resolve_config
 from asrllm.config import load_config
 from asrllm.data.audio import read_audio
 from asrllm.data.datadir import read_datadir

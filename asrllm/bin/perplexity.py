@@ -39,7 +39,7 @@ import torch
 
 from asrllm.models.trained import load_trained_model, weights_file
 from asrllm.bin.score import read_train_log
-from asrllm.bin.train import resolve_config
+from asrllm.train.experiment import resolve_config
 from asrllm.config import ConfigError, load_yaml, save_config
 from asrllm.data.text import LanguageModel, Sentence, TextBatchLoader, num_words, read_texts
 from asrllm.provenance import datadir_digest, decide, file_digest, flatten, write_record

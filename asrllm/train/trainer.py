@@ -20,7 +20,19 @@ with half batches = accum_grad=1 with whole batches. Clipping and AdamW see the 
 Exact resume. A checkpoint holds the model, optimizer, scheduler, (epoch, micro-batches done in
 it) and every rank's python/numpy/torch/CUDA RNG state, saved after the step's logging and
 validation. Resuming restores all of it and asks the loader for `epoch_batches(epoch, start=done)`,
-so the continued run repeats the uninterrupted one bit for bit on CPU (dropout included).
+so the continued run repeats the uninterrupted one bit for bit on CPU (dropout included). It
+does with loader workers too: they do not touch the global RNG (`asrllm.data.loader`). A run
+killed at any moment (SIGKILL during a step, a checkpoint write, validation) and resumed ends
+bit-identical to an uninterrupted one (tests/train/test_fault_tolerance.py). On resume,
+train_log.jsonl is rewritten (atomically) to the records up to the checkpoint's step, so that it
+holds every step once; TensorBoard drops later events through `purge_step`.
+
+The exp dir. `fit` holds the exp dir's lock (`asrllm.locking.DirLock`, rank 0) from start to end,
+so a second trainer on the same dir refuses with the PID of the first; a caller that has to look
+at the dir before (the train CLI checks its stage record, `asrllm.train.experiment`) takes the
+lock itself and passes it in. Nothing is written into the exp dir before the resume check, and a
+run that finds itself finished writes nothing at all (it draws the learning curve only if it is
+missing).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +53,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from asrllm.config import save_config
+from asrllm.config import atomic_write_text, save_config
+from asrllm.locking import DirLock
 from asrllm.train import distributed as dist
 from asrllm.train.checkpoint import (
     checkpoint_state_dict,
@@ -63,6 +76,7 @@ from asrllm.train.schedule import build_scheduler
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "learning_curve.png"
 
 
 class TrainLoader(Protocol):
@@ -115,6 +129,16 @@ class _Meter:
         return total[0], total[1], dict(zip(keys, total[2:]))
 
 
+def planned_steps(cfg: TrainerConfig, loader: TrainLoader) -> int:
+    """Optimizer steps from start to end of a run of `cfg` over `loader`: the LR schedule's length
+    unless optim.total_steps is set."""
+    if cfg.max_epochs is None:
+        assert cfg.max_steps is not None
+        return cfg.max_steps
+    by_epochs = sum(math.ceil(loader.num_batches(e) / cfg.accum_grad) for e in range(1, cfg.max_epochs + 1))
+    return min(by_epochs, cfg.max_steps) if cfg.max_steps is not None else by_epochs
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; 1-D ones (biases, norm gains) get no weight decay
     unless `cfg.decay_bias_and_norm`.
@@ -135,7 +159,8 @@ class Trainer:
 
     Run under torchrun for DDP (one process per device); `fit()` is the whole job. Outputs:
     `checkpoints/` (see `asrllm.train.checkpoint`), `config.yaml` (`config_to_save`),
-    `train_log.jsonl` and `learning_curve.png` (see `asrllm.train.plot`), `tensorboard/`.
+    `train_log.jsonl` and `learning_curve.png` (see `asrllm.train.plot`), `tensorboard/`, and
+    what `save_assets` writes. All are written by `fit` (rank 0), none by the constructor.
     """
 
     def __init__(
@@ -146,7 +171,9 @@ class Trainer:
         trainer_cfg: TrainerConfig,
         optim_cfg: OptimConfig,
         exp_dir: str | Path,
-        config_to_save: Any | None = None,
+        config_to_save: Any | None = None,  # written to exp_dir/config.yaml when training starts or continues
+        save_assets: Callable[[Path], None] | None = None,  # writes what decoding needs besides (likewise)
+        exp_lock: DirLock | None = None,  # exp_dir's lock when the caller holds it already (rank 0)
     ) -> None:
         self.cfg = trainer_cfg
         self.train_loader = train_loader
@@ -171,7 +198,7 @@ class Trainer:
         self.model: torch.nn.Module = self.ddp if self.ddp is not None else self.module  # what training calls
         self.optimizer = build_optimizer(self.module, optim_cfg)
         self.grad_clip = optim_cfg.grad_clip
-        planned = optim_cfg.total_steps if optim_cfg.total_steps is not None else self._planned_steps()
+        planned = optim_cfg.total_steps if optim_cfg.total_steps is not None else planned_steps(trainer_cfg, train_loader)
         self.scheduler = build_scheduler(self.optimizer, optim_cfg, planned)
         self.bf16 = trainer_cfg.amp == "bf16" or (
             trainer_cfg.amp == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -181,19 +208,30 @@ class Trainer:
         self._saved_step = -1  # step of the newest checkpoint, so that the end of fit does not save twice
         self._writer: SummaryWriter | None = None
         self._bar: tqdm | None = None
-        if self.is_main:
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-            if config_to_save is not None:
-                save_config(config_to_save, self.exp_dir / "config.yaml")
+        self._config_to_save = config_to_save
+        self._save_assets = save_assets
+        self._exp_lock = exp_lock
 
     # ---- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> None:
         """Train until max_epochs / max_steps, continuing from the newest checkpoint if `resume`."""
+        with contextlib.ExitStack() as stack:
+            if self.is_main and self._exp_lock is None:
+                stack.enter_context(DirLock(self.exp_dir, "training"))
+            self._fit()
+
+    def _fit(self) -> None:
         seed_everything(self.cfg.seed + dist.rank())
         self._resume_or_check_fresh()
+        if self._done():  # finished already: change nothing
+            if self.is_main:
+                logger.info("%s: trained already (step %d); nothing to do", self.exp_dir, self.state.step)
+                if self.cfg.plot and not (self.exp_dir / PLOT_FILE).exists():
+                    plot_learning_curve(self.exp_dir / LOG_FILE, self.exp_dir / PLOT_FILE)
+            return
         if self.is_main:
-            self._append_log({"event": "start", "step": self.state.step})
+            self._write_exp_files()
         if self.is_main and self.cfg.tensorboard:
             # purge_step drops events that a stopped run wrote after its last checkpoint
             self._writer = SummaryWriter(str(self.exp_dir / "tensorboard"), purge_step=self.state.step + 1)
@@ -242,22 +280,13 @@ class Trainer:
         if self.is_main:
             logger.info("training done at step %d; best valid loss %s", self.state.step, self.state.best_valid_loss)
         if self.is_main and self.cfg.plot:
-            plot_learning_curve(self.exp_dir / LOG_FILE, self.exp_dir / "learning_curve.png")
+            plot_learning_curve(self.exp_dir / LOG_FILE, self.exp_dir / PLOT_FILE)
 
     def _done(self) -> bool:
         s, cfg = self.state, self.cfg
         return (cfg.max_steps is not None and s.step >= cfg.max_steps) or (
             cfg.max_epochs is not None and s.epoch > cfg.max_epochs
         )
-
-    def _planned_steps(self) -> int:
-        """Optimizer steps from start to end: the LR schedule's length unless optim.total_steps is set."""
-        if self.cfg.max_epochs is None:
-            assert self.cfg.max_steps is not None
-            return self.cfg.max_steps
-        accum = self.cfg.accum_grad
-        by_epochs = sum(math.ceil(self.train_loader.num_batches(e) / accum) for e in range(1, self.cfg.max_epochs + 1))
-        return min(by_epochs, self.cfg.max_steps) if self.cfg.max_steps is not None else by_epochs
 
     # ---- one optimizer step --------------------------------------------------------------------
 
@@ -371,6 +400,24 @@ class Trainer:
                 self._writer.add_scalar(f"{split}/{key}", value, s.step)
         self._append_log({"split": split, "step": s.step, "epoch": s.epoch, **scalars})
 
+    def _write_exp_files(self) -> None:
+        """When training starts or continues: the config and assets, and the log cut back to the
+        records of steps up to the one resumed from (a stopped run may have logged later steps)."""
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        if self._config_to_save is not None:
+            path = self.exp_dir / "config.yaml"
+            old = path.read_text(encoding="utf-8") if path.exists() else None
+            save_config(self._config_to_save, path)
+            if old is not None and old != path.read_text(encoding="utf-8"):
+                logger.info("%s: rewritten for the continued run (run-length options changed)", path)
+        if self._save_assets is not None:
+            self._save_assets(self.exp_dir)
+        log = self.exp_dir / LOG_FILE
+        if log.exists():
+            lines = log.read_text(encoding="utf-8").splitlines(keepends=True) if self._saved_step >= 0 else []
+            atomic_write_text(log, "".join(line for line in lines if _log_step(line) <= self.state.step))
+        self._append_log({"event": "start", "step": self.state.step})
+
     def _append_log(self, record: dict[str, Any]) -> None:
         # one write() of one line to an O_APPEND file: a crash cannot leave a broken line mid-file
         with open(self.exp_dir / LOG_FILE, "a", encoding="utf-8") as f:
@@ -424,6 +471,14 @@ class Trainer:
                 "resumed from %s: step %d, epoch %d, %d batches done", path, self.state.step, self.state.epoch,
                 self.state.batches_done,
             )
+
+
+def _log_step(line: str) -> float:
+    """The step of a train_log.jsonl line; infinity for a line cut short by a crash (dropped)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _every(step: int, period: int | None) -> bool:

@@ -17,6 +17,12 @@ never used: reading audio, encoding text and collating are deterministic.
 
 `AudioData` is how the train CLI feeds the acoustic models (`model.train_data`): Kaldi data dirs,
 the AM tokenizer given on the command line, and its vocabulary size filled into the model config.
+Before any batch is made it reports transcript characters the tokenizer maps to `<unk>` (an error
+with `unknown_chars: error`) and leaves out the utterances the model cannot learn from (too short
+for one encoder frame, more labels than CTC frames, longer than `max_duration`; see
+`asrllm.data.checks`), logging the counts and writing the ids with their reasons to
+`<report_dir>/filtered_utts.{train,valid}.txt`. An audio file that still fails when a batch reads
+it raises an `AudioError` that names the utterance and says how to drop it.
 
 Shapes: B utterances, S audio samples, L labels.
 """
@@ -34,7 +40,8 @@ import numpy as np
 import torch
 
 from asrllm.config import ConfigError
-from asrllm.data.audio import read_audio
+from asrllm.data import checks
+from asrllm.data.audio import AudioError, read_audio
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import DataError, Utterance, read_datadir
 from asrllm.data.sampler import BucketingSampler, check_non_negative, check_rank, rank_slice
@@ -63,6 +70,18 @@ def collate(ids: list[str], audios: list[np.ndarray], targets: list[list[int]], 
     return Batch(list(ids), audio, audio_lens, padded_targets, target_lens, list(texts))
 
 
+def read_training_audio(u: Utterance) -> np.ndarray:
+    """`read_audio`, with the way out in the message (the file broke after validation, or was never validated)."""
+    try:
+        return read_audio(u.audio, u.id)
+    except AudioError as e:
+        raise AudioError(
+            u.id, u.audio, f"{e.problem}. Remove utterance {u.id!r} from its data dir (its lines in wav.scp, text, "
+            "utt2spk and utt2dur) or re-run data preparation; `python -m asrllm.bin.validate_data --data <dir>` "
+            "lists every such file",
+        ) from None
+
+
 class _BatchDataset(torch.utils.data.Dataset):
     """Item i = the collated i-th batch of a fixed list of index lists (for DataLoader prefetch)."""
 
@@ -78,7 +97,7 @@ class _BatchDataset(torch.utils.data.Dataset):
         utts = [self.utterances[j] for j in self.batches[i]]
         return collate(
             [u.id for u in utts],
-            [read_audio(u.audio, u.id) for u in utts],
+            [read_training_audio(u) for u in utts],
             [encode_text(self.tokenizer, u.id, u.text) for u in utts],
             [u.text for u in utts],
         )
@@ -142,6 +161,9 @@ class AudioDataConfig:
     max_duration: float | None = 30.0  # longer training utterances are left out (logged); None keeps all
     num_workers: int = 0  # data-loading worker processes per rank
     seed: int = 0  # batch order is a function of (seed, epoch)
+    # transcript characters outside the tokenizer's vocabulary (they become <unk>): "warn" logs
+    # them with example utterances, "error" stops before training
+    unknown_chars: checks.UnknownCharsPolicy = "warn"
 
 
 class AudioData:
@@ -165,19 +187,47 @@ class AudioData:
         return read_datadir(path)
 
     def loader(
-        self, utts: list[Utterance], model: Any, cfg: AudioDataConfig, train: bool, rank: int, world_size: int
+        self, utts: list[Utterance], model: Any, cfg: AudioDataConfig, train: bool, rank: int, world_size: int,
+        report_dir: Path | None = None,
     ) -> BatchLoader:
-        """Bucketed, shuffled batches for training; sorted, unfiltered batches for validation."""
+        """Bucketed, shuffled batches for training; sorted batches for validation (no `max_duration`).
+
+        `model` must have `num_output_frames` (`checks.FrameCounter`). Both sets are checked and
+        filtered first (module docstring); rank 0 writes the left-out ids to `report_dir`, if given.
+        """
+        utts = self._select(utts, model, cfg, train, rank, report_dir)
         sampler = BucketingSampler(
             [u.duration for u in utts],
             max_batch_seconds=cfg.max_batch_seconds,
             num_buckets=cfg.num_buckets,
             seed=cfg.seed,
             shuffle=train,
-            max_duration=cfg.max_duration if train else None,
             world_size=world_size,
         )
         return BatchLoader(utts, self.tokenizer, sampler, rank=rank, world_size=world_size, num_workers=cfg.num_workers)
+
+    def _select(
+        self, utts: list[Utterance], model: Any, cfg: AudioDataConfig, train: bool, rank: int, report_dir: Path | None
+    ) -> list[Utterance]:
+        """Report unknown characters, then keep the utterances the model can learn from."""
+        if not isinstance(model, checks.FrameCounter):
+            raise TypeError(f"{type(model).__name__} has no num_output_frames(); AudioData needs it to filter utterances")
+        split = "train" if train else "valid"
+        where = "training data" if train else "validation data"
+        checks.check_unknown_characters(self.tokenizer, [(u.id, u.text) for u in utts], cfg.unknown_chars, where)
+        targets = [encode_text(self.tokenizer, u.id, u.text) for u in utts]
+        kept, dropped = checks.select_trainable(
+            utts, targets, model.num_output_frames, cfg.max_duration if train else None
+        )
+        report = None if report_dir is None else Path(report_dir) / f"filtered_utts.{split}.txt"
+        if report is not None and rank == 0:
+            checks.write_filtered(report, dropped)
+        if dropped:
+            listed = f"; ids and reasons in {report}" if report is not None else ""
+            logger.warning("%s%s", checks.describe_filtered(dropped, len(utts), where), listed)
+        if not kept:
+            raise DataError(f"{where}: no utterance left to train on ({len(utts)} given, all left out)")
+        return [utts[i] for i in kept]
 
     def save_assets(self, exp_dir: Path) -> None:
         """Copy the tokenizer to `exp_dir/tokenizer`: the experiment dir alone is enough to decode."""

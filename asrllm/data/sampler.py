@@ -127,6 +127,7 @@ class BucketingSampler:
         drop_last: bool = False,  # drop each bucket's last batch when it is smaller than its first
         max_duration: float | None = None,  # longer utterances are left out (with a warning)
         world_size: int = 1,  # global batches with fewer utterances are dropped
+        ids: Sequence[str] | None = None,  # one per duration: named in the warning (else indices are)
     ) -> None:
         if max_batch_seconds <= 0:
             raise ValueError(f"max_batch_seconds={max_batch_seconds} must be > 0")
@@ -134,6 +135,8 @@ class BucketingSampler:
             raise ValueError(f"max_duration={max_duration} must be > 0 or None")
         if world_size < 1:
             raise ValueError(f"world_size={world_size} must be >= 1")
+        if ids is not None and len(ids) != len(durations):
+            raise ValueError(f"{len(ids)} ids for {len(durations)} durations")
         self.durations = np.asarray(durations, dtype=np.float64)  # (n,)
         self.max_batch_seconds = max_batch_seconds
         self.seed = seed
@@ -142,9 +145,13 @@ class BucketingSampler:
         self.world_size = world_size
         keep = np.ones(len(self.durations), dtype=bool) if max_duration is None else self.durations <= max_duration
         if not keep.all():
+            left_out = np.flatnonzero(~keep)[:5].tolist()
+            named = [repr(ids[i]) if ids is not None else f"#{i}" for i in left_out]
             logger.warning(
-                "leaving out %d of %d utterances longer than max_duration=%.1f s (first index %d)",
-                int((~keep).sum()), len(keep), max_duration, int(np.flatnonzero(~keep)[0]),
+                "leaving out %d of %d items longer than max_duration=%g: %s%s",
+                int((~keep).sum()), len(keep), max_duration,
+                ", ".join(f"{n} ({self.durations[i]:g})" for n, i in zip(named, left_out, strict=True)),
+                ", ..." if (~keep).sum() > len(left_out) else "",
             )
         kept = np.flatnonzero(keep)  # (n_kept,)
         if len(kept) == 0:

@@ -127,7 +127,7 @@ class TextBatchLoader:
         self.world_size = world_size
         self.sampler = BucketingSampler(
             lengths.astype(np.float64), max_batch_seconds=max_batch_tokens, num_buckets=num_buckets, seed=seed,
-            shuffle=shuffle, max_duration=max_length, world_size=world_size,
+            shuffle=shuffle, max_duration=max_length, world_size=world_size, ids=[sid for sid, _ in self.sentences],
         )
         logger.info("%d sentences, %d tokens (BOS/EOS included)", len(lengths), int(lengths.sum()))
 
@@ -199,9 +199,13 @@ class TextData:
         return read_texts(path)
 
     def loader(
-        self, sentences: list[Sentence], model: Any, cfg: TextDataConfig, train: bool, rank: int, world_size: int
+        self, sentences: list[Sentence], model: Any, cfg: TextDataConfig, train: bool, rank: int, world_size: int,
+        report_dir: Path | None = None,
     ) -> TextBatchLoader:
-        """Shuffled, length-filtered batches for training; sorted, unfiltered batches for validation."""
+        """Shuffled, length-filtered batches for training; sorted, unfiltered batches for validation.
+
+        `report_dir` is unused: the sentences left out as too long are named in the log.
+        """
         lm: LanguageModel = model
         return TextBatchLoader(
             sentences, lm.tokenizer, lm.bos_id, lm.eos_id, max_batch_tokens=cfg.max_batch_tokens,

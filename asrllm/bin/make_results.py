@@ -2,6 +2,10 @@
 
     python -m asrllm.bin.make_results                       # scans exp/*/decode_*/metrics.json
     python -m asrllm.bin.make_results exp/ctc_small --out RESULTS.md --title "mini_synth"
+
+Every WER table names the normaliser its rows were scored with. A metrics.json that names none
+(scored before scoring was versioned), or rows scored with different normalisers, stop it with an
+error (exit status 1) that names the files; re-run scoring (stage 5) for them.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     files = find_metrics(args.paths)
-    rows = [load_row(Path(os.path.relpath(f))) for f in files]  # relative paths: stable across machines
-    ppl_rows = [load_ppl_row(Path(os.path.relpath(f))) for f in find_ppl_metrics(args.paths)]
-    atomic_write_text(args.out, render_results(rows, title=args.title, ppl_rows=ppl_rows))
+    try:
+        rows = [load_row(Path(os.path.relpath(f))) for f in files]  # relative paths: stable across machines
+        ppl_rows = [load_ppl_row(Path(os.path.relpath(f))) for f in find_ppl_metrics(args.paths)]
+        text = render_results(rows, title=args.title, ppl_rows=ppl_rows)
+    except ValueError as e:
+        log.error("%s (%s not written)", e, args.out)
+        return 1
+    atomic_write_text(args.out, text)
     log.info("wrote %s: %d results, %d perplexities from %s", args.out, len(rows), len(ppl_rows), " ".join(args.paths))
     return 0
 

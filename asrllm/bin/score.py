@@ -1,10 +1,13 @@
 """Merge the parts of a decode dir and score them (stage 5 of the recipes).
 
     python -m asrllm.bin.score --decode-dir exp/ctc/decode_test_beam8 --data data/test
+    python -m asrllm.bin.score ... --normalizer open_asr_2026_08   # the leaderboard of August 2026
 
 Reads `parts/J-of-NJ.{hyp.txt,nbest.jsonl,info.json}` written by `asrllm.bin.decode`, checks that
 all NJ parts are there, writes the merged `hyp.txt` and `nbest.jsonl`, and scores with the Open
-ASR leaderboard normaliser: `result.txt`, `per_utt.txt`, `metrics.json` (see asrllm.eval.report).
+ASR leaderboard normaliser of the version `--normalizer` names (default open_asr_2026_03, the one the
+paper compares with): `result.txt`, `per_utt.txt`, `metrics.json` with the normaliser's name under
+"normalizer" (see asrllm.eval.report, asrllm.eval.normalizer).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 
 from asrllm.data.datadir import read_datadir
+from asrllm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from asrllm.eval.report import write_scoring
 from asrllm.search import read_nbest_jsonl, write_nbest_jsonl
 
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decode-dir", required=True, type=Path, help="exp/<model>/decode_<set>_<method>")
     parser.add_argument("--data", required=True, type=Path, help="the data dir that was decoded (references)")
+    parser.add_argument("--normalizer", default=DEFAULT_NORMALIZER, choices=sorted(NORMALIZERS),
+                        help=f"leaderboard text normaliser version (default: {DEFAULT_NORMALIZER})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -84,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             "command": infos[0]["command"],
             "train_command": train_cmd,
         },
+        normalizer=args.normalizer,
     )
-    log.info("%s: WER %.2f%% (%d utts), RTFx %s", args.decode_dir, metrics["wer"], metrics["num_utts"], metrics["rtfx"])
+    log.info("%s: WER %.2f%% (%d utts, %s normaliser), RTFx %s", args.decode_dir, metrics["wer"], metrics["num_utts"],
+             args.normalizer, metrics["rtfx"])
     return 0
 
 

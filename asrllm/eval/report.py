@@ -5,7 +5,10 @@
   per_utt.txt        tab-separated: id, #ref words, C S D I, normalised ref, normalised hyp;
                      then one `# dropped<TAB>id` line per utterance whose normalised reference is empty
   result.txt         sclite-style summary (Snt Wrd Corr Sub Del Ins Err S.Err, in % like sclite's .sys)
-  metrics.json       the numbers RESULTS.md is built from (rates in %), plus the caller's `extra`
+                     and the normaliser's name
+  metrics.json       the numbers RESULTS.md is built from (rates in %), the scoring signature
+                     `normalizer` (the name of the leaderboard normaliser, asrllm.eval.normalizer; as
+                     sacreBLEU's signature names its tokeniser), plus the caller's `extra`
                      (command, model, method, beam, test_set, ...)
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from asrllm.config import atomic_write_text
+from asrllm.eval.normalizer import DEFAULT_NORMALIZER
 from asrllm.eval.wer import CorpusErrors, character_error_rate, score_corpus
 
 
@@ -54,6 +58,7 @@ def sclite_summary(corpus: CorpusErrors, title: str) -> str:
         "`" + "-" * inner + "'",
     ]
     lines.append(f"Dropped (empty normalised reference): {len(corpus.dropped)}")
+    lines.append(f"Normaliser: {corpus.normalizer or 'none (whitespace only)'}")
     return "\n".join(lines) + "\n"
 
 
@@ -64,18 +69,21 @@ def write_scoring(
     audio_seconds: float,
     decode_seconds: float,
     extra: dict[str, Any] | None = None,
+    normalizer: str = DEFAULT_NORMALIZER,
 ) -> dict[str, Any]:
-    """Score `hyps` against `refs` (leaderboard normalisation) and write the files above; returns metrics.
+    """Score `hyps` against `refs` after the leaderboard normaliser named `normalizer` and write the
+    files above; returns metrics.
 
     rtfx = audio_seconds / decode_seconds (None when decode_seconds is 0). Keys of `extra` must not
     collide with computed ones.
     """
     out_dir = Path(out_dir)
-    corpus = score_corpus(refs, hyps)
+    corpus = score_corpus(refs, hyps, normalizer=normalizer)
     words = corpus.ref_words
     c, s, d, i = (corpus.total(f) for f in ("corr", "sub", "dele", "ins"))
     cer = character_error_rate(corpus)
     metrics: dict[str, Any] = {
+        "normalizer": normalizer,
         "wer": round(100.0 * corpus.wer, 4) if math.isfinite(corpus.wer) else None,
         "cer": None if cer is None else round(100.0 * cer, 4),
         "sub": round(_pct(s, words), 4),

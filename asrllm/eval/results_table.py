@@ -7,6 +7,11 @@ Language models get a perplexity table from `<exp>/<model>/ppl_<set>/metrics.jso
 
 Where a row's metrics.json lacks "test_set", "model" or "method", they are taken from the path
 `<exp>/<model>/decode_<test_set...>/metrics.json` (test set = directory name after "decode_").
+
+WERs are only comparable when scored with the same normaliser (asrllm.eval.normalizer), so each
+metrics.json must name its normaliser ("normalizer", written by asrllm.eval.report since scoring was
+versioned; an older file is an error asking to re-run scoring), every WER table says which one it
+used, and rows scored with different normalisers are refused rather than put into one table.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class ResultRow:
     test_set: str
     model: str
     method: str
+    normalizer: str  # the scoring signature: name of the leaderboard normaliser (asrllm.eval.normalizer)
     wer: float | None
     sub: float | None
     dele: float | None
@@ -69,9 +75,14 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 
 def load_row(metrics_path: str | Path) -> ResultRow:
-    """Read one metrics.json; errors name the file."""
+    """Read one metrics.json; errors name the file. One without the normaliser's name is an error."""
     path = Path(metrics_path)
     m = _read_metrics(path)
+    if not isinstance(m.get("normalizer"), str):
+        raise ValueError(
+            f"{path}: records no 'normalizer', so what its WER was scored with is unknown (scored before "
+            "scoring was versioned); re-run scoring (stage 5, python -m asrllm.bin.score) for this decode dir"
+        )
     decode_dir = path.parent
     dir_set = decode_dir.name[len("decode_") :] if decode_dir.name.startswith("decode_") else decode_dir.name
     return ResultRow(
@@ -79,6 +90,7 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         test_set=str(m.get("test_set") or dir_set),
         model=str(m.get("model") or decode_dir.parent.name),
         method=str(m.get("method") or "-"),
+        normalizer=m["normalizer"],
         wer=m.get("wer"),
         sub=m.get("sub"),
         dele=m.get("del"),
@@ -196,7 +208,7 @@ def _table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[str]]) ->
     return lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
 
 
-def _summary(rows: list[ResultRow], sets: list[str]) -> list[str]:
+def _summary(rows: list[ResultRow], sets: list[str], scoring: str) -> list[str]:
     """Model × test-set WER table with the unweighted mean (the leaderboard's average)."""
     systems = sorted({(r.model, r.method) for r in rows})
     best: dict[tuple[str, str, str], ResultRow] = {}
@@ -209,7 +221,7 @@ def _summary(rows: list[ResultRow], sets: list[str]) -> list[str]:
         table.append([model, method, *(_num(w) for w in wers), _num(mean)])
     columns = [("model", "l"), ("method", "l"), *((s, "r") for s in sets), ("mean", "r")]
     note = "The mean is unweighted over the sets (as the Open ASR leaderboard averages); – = missing."
-    return ["## Summary: WER [%] per test set", "", *_table(columns, table), "", note, ""]
+    return ["## Summary: WER [%] per test set", "", scoring, "", *_table(columns, table), "", note, ""]
 
 
 def _models(rows: list[ResultRow]) -> list[str]:
@@ -222,9 +234,26 @@ def _models(rows: list[ResultRow]) -> list[str]:
     return out
 
 
+def check_one_normalizer(rows: Sequence[ResultRow]) -> str | None:
+    """The normaliser all `rows` were scored with (None for no rows); a ValueError naming each
+    normaliser and one decode dir scored with it when they differ."""
+    example: dict[str, str] = {}
+    for r in sorted(rows, key=lambda r: r.decode_dir):
+        example.setdefault(r.normalizer, r.decode_dir)
+    if len(example) > 1:
+        which = ", ".join(f"{name} (e.g. {example[name]})" for name in sorted(example))
+        raise ValueError(
+            f"rows scored with different normalisers cannot share a table: {which}; "
+            "re-score them with one --normalizer (python -m asrllm.bin.score) or make separate tables"
+        )
+    return next(iter(example), None)
+
+
 def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequence[PerplexityRow] = ()) -> str:
     """Markdown: a summary (when there are several test sets), then per test set a table + commands,
-    then the perplexity table of the language models."""
+    then the perplexity table of the language models. Every WER table names its normaliser; rows
+    scored with different normalisers are a ValueError (`check_one_normalizer`)."""
+    scoring = f"Scoring: {check_one_normalizer(rows)} normaliser."  # under each WER table heading
     rows = sorted(rows, key=lambda r: (r.test_set, r.model, r.method, r.decode_dir))
     sets = sorted({r.test_set for r in rows})
     out = [
@@ -232,14 +261,14 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
         "",
         "Generated by `python -m asrllm.bin.make_results` from the metrics.json of decode and perplexity directories; "
         "do not edit by hand.",
-        "WER/Sub/Del/Ins in % of reference words after Whisper's English normalisation (Open ASR "
-        "leaderboard scoring); RTFx = audio seconds / decoding seconds.",
+        "WER/Sub/Del/Ins in % of reference words after the Open ASR leaderboard's text normaliser of the "
+        "version named under each table (asrllm.eval.normalizer); RTFx = audio seconds / decoding seconds.",
         "",
     ]
     if not rows and not ppl_rows:
         return "\n".join(out + ["No results yet.", ""])
     if len(sets) > 1:
-        out += _summary(rows, sets)
+        out += _summary(rows, sets, scoring)
     out += _models(rows) if rows else []
     for test_set in sets:
         group = [r for r in rows if r.test_set == test_set]
@@ -247,7 +276,7 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
                    *((name, "r") for name in ("WER", "Sub", "Del", "Ins", "RTFx", "utts"))]
         table = [[str(n), r.model, r.method, _num(r.wer), _num(r.sub), _num(r.dele), _num(r.ins), _num(r.rtfx, 1),
                   "–" if r.num_utts is None else str(r.num_utts)] for n, r in enumerate(group, 1)]
-        out += [f"## {test_set}", "", *_table(columns, table), ""]
+        out += [f"## {test_set}", "", scoring, "", *_table(columns, table), ""]
         for n, r in enumerate(group, 1):
             command = r.command or "# command not recorded"
             out += [f"{n}. `{r.decode_dir}`", "", "   ```bash", f"   {command}", "   ```", ""]

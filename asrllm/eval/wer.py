@@ -1,22 +1,23 @@
 """Word error rates with jiwer alignments, scored the way the Open ASR leaderboard scores.
 
-Both sides are normalised (`normalizer.normalize`), utterances whose normalised reference is empty
-are dropped and counted, and the corpus WER is (S + D + I) / (C + S + D) over the remaining
-utterances — jiwer's corpus WER, the leaderboard's number (before ×100).
+Both sides are normalised by a named leaderboard normaliser (`asrllm.eval.normalizer`, the March
+2026 one by default), utterances whose normalised reference is empty are dropped and counted, and the
+corpus WER is (S + D + I) / (C + S + D) over the remaining utterances — jiwer's corpus WER, the
+leaderboard's number (before ×100). The result keeps the normaliser's name: a WER means nothing
+without it.
 
 >>> r = score_corpus({"a": "the cat sat", "b": "uh", "c": "hello"}, {"a": "the cat sad", "b": "", "c": ""})
->>> round(r.wer, 4), r.dropped
-(0.5, ['b'])
+>>> round(r.wer, 4), r.dropped, r.normalizer
+(0.5, ['b'], 'open_asr_2026_03')
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jiwer
 
-from asrllm.eval.normalizer import is_scored_reference, normalize
+from asrllm.eval.normalizer import DEFAULT_NORMALIZER, get_normalizer, is_scored_reference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +43,12 @@ class UttErrors:
 
 @dataclasses.dataclass(frozen=True)
 class CorpusErrors:
-    """Per-utterance counts (sorted by id) and the ids dropped for an empty normalised reference."""
+    """Per-utterance counts (sorted by id), the ids dropped for an empty normalised reference, and the
+    name of the normaliser both sides went through (None: whitespace only)."""
 
     utts: list[UttErrors]
     dropped: list[str]
+    normalizer: str | None
 
     @property
     def ref_words(self) -> int:
@@ -84,20 +87,21 @@ def align(refs: list[str], hyps: list[str]) -> list[tuple[int, int, int, int]]:
 
 
 def score_corpus(
-    refs: dict[str, str], hyps: dict[str, str], normalizer: Callable[[str], str] | None = normalize
+    refs: dict[str, str], hyps: dict[str, str], normalizer: str | None = DEFAULT_NORMALIZER
 ) -> CorpusErrors:
-    """Align hypotheses to references by utterance id after normalising both (None: no normalisation).
+    """Align hypotheses to references by utterance id after normalising both with the normaliser of
+    that name (None: whitespace only, no normalisation).
 
     Every reference needs a hypothesis and vice versa (an empty string is a valid hypothesis);
-    a missing or extra id is a `ValueError` naming it.
+    a missing or extra id, or an unknown normaliser, is a `ValueError` naming it.
     """
+    norm = get_normalizer(normalizer) if normalizer is not None else (lambda s: " ".join(s.split()))
     missing = sorted(set(refs) - set(hyps))
     if missing:
         raise ValueError(f"no hypothesis for {len(missing)} utterance(s), e.g. {missing[0]!r}")
     extra = sorted(set(hyps) - set(refs))
     if extra:
         raise ValueError(f"hypothesis without reference for {len(extra)} utterance(s), e.g. {extra[0]!r}")
-    norm = normalizer if normalizer is not None else (lambda s: " ".join(s.split()))
     kept, dropped = [], []
     for utt_id in sorted(refs):
         ref = norm(refs[utt_id])
@@ -107,7 +111,7 @@ def score_corpus(
             dropped.append(utt_id)
     counts = align([r for _, r, _ in kept], [h for _, _, h in kept])
     utts = [UttErrors(i, r, h, *c) for (i, r, h), c in zip(kept, counts)]
-    return CorpusErrors(utts=utts, dropped=dropped)
+    return CorpusErrors(utts=utts, dropped=dropped, normalizer=normalizer)
 
 
 def character_error_rate(corpus: CorpusErrors) -> float | None:

@@ -1,4 +1,4 @@
-"""write_scoring: the files of a decode directory, and RESULTS.md built from them."""
+"""write_scoring: the files of a decode directory, and RESULTS.md built from them; the scoring signature."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from asrllm.bin import score
 from asrllm.bin.make_results import main as make_results
 from asrllm.eval.report import write_scoring
 from asrllm.eval.results_table import find_metrics, find_ppl_metrics, load_ppl_row, load_row, render_results
@@ -24,6 +25,7 @@ def test_write_scoring_files(tmp_path: Path) -> None:
     assert m["wer"] == pytest.approx(100 * 3 / 7, abs=1e-4)
     assert (m["num_utts"], m["dropped_empty_refs"], m["dropped_ids"]) == (2, 1, ["u3"])
     assert m["rtfx"] == 24.0 and m["sent_err"] == 100.0
+    assert m["normalizer"] == "open_asr_2026_03"  # the default: the leaderboard version the paper used
     assert json.loads((out / "metrics.json").read_text()) == m
     assert (out / "ref.txt").read_text() == "u1 Hello there, world\nu2 The colour is red.\nu3 Uh.\n"
     assert (out / "hyp.txt").read_text().splitlines()[0] == "u1 hello world foo"
@@ -33,9 +35,24 @@ def test_write_scoring_files(tmp_path: Path) -> None:
     result = (out / "result.txt").read_text()
     assert "| SPKR    |  # Snt    # Wrd |   Corr    Sub    Del    Ins    Err  S.Err |" in result
     assert "| Sum/Avg |      2        7 |   57.1   42.9    0.0    0.0   42.9  100.0 |" in result
+    assert result.endswith("Normaliser: open_asr_2026_03\n")
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
     with pytest.raises(ValueError, match="'wer'"):
         write_scoring(out, REFS, HYPS, 1.0, 1.0, extra={"wer": 1})
+    with pytest.raises(ValueError, match="'normalizer'"):
+        write_scoring(out, REFS, HYPS, 1.0, 1.0, extra={"normalizer": "mine"})
+    with pytest.raises(ValueError, match="unknown normalizer 'whisper'; known: open_asr_2026_03, open_asr_2026_08"):
+        write_scoring(out, REFS, HYPS, 1.0, 1.0, normalizer="whisper")
+
+
+def test_normalizer_is_recorded_and_used(tmp_path: Path) -> None:
+    refs, hyps = {"u1": "Uh-huh, it is 3:07 p.m."}, {"u1": "huh it is 3 7 p m"}  # the March reference
+    march = write_scoring(tmp_path / "decode_a", refs, hyps, 1.0, 1.0)
+    august = write_scoring(tmp_path / "decode_b", refs, hyps, 1.0, 1.0, normalizer="open_asr_2026_08")
+    assert (march["normalizer"], march["wer"]) == ("open_asr_2026_03", 0.0)
+    assert (august["normalizer"], august["wer"]) == ("open_asr_2026_08", 75.0)  # "it is 37 pm" vs "huh it is 37 p m"
+    assert "Normaliser: open_asr_2026_08" in (tmp_path / "decode_b" / "result.txt").read_text()
+    assert load_row(tmp_path / "decode_b" / "metrics.json").normalizer == "open_asr_2026_08"
 
 
 def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +74,8 @@ def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "| 1 | ctc | beam4 | 28.57 | 14.29 | 14.29 | 0.00 | 100.0 | 2 |" in md
     assert "run.sh --model ctc_lm --method labelwise" in md
     assert md.index("## dev") < md.index("## test")
+    for heading in ("## Summary: WER [%] per test set", "## dev", "## test"):  # each WER table names it
+        assert f"{heading}\n\nScoring: open_asr_2026_03 normaliser.\n\n| " in md
 
     monkeypatch.chdir(tmp_path)
     assert make_results(["exp", "--out", "RESULTS.md", "--title", "toy"]) == 0
@@ -67,13 +86,58 @@ def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_row_fields_fall_back_to_path(tmp_path: Path) -> None:
     d = tmp_path / "exp" / "am" / "decode_test_clean"
     d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps({"wer": 5.0}))
+    (d / "metrics.json").write_text(json.dumps({"wer": 5.0, "normalizer": "open_asr_2026_03"}))
     row = load_row(d / "metrics.json")
     assert (row.model, row.test_set, row.method, row.command) == ("am", "test_clean", "-", None)
     assert "# command not recorded" in render_results([row])
     (d / "metrics.json").write_text("{oops")
     with pytest.raises(ValueError, match="metrics.json"):
         load_row(d / "metrics.json")
+
+
+def test_metrics_without_normalizer_ask_for_rescoring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "exp" / "am" / "decode_test_greedy"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"wer": 5.0, "command": "decode"}))  # before scoring was versioned
+    with pytest.raises(ValueError, match=r"decode_test_greedy/metrics.json: records no 'normalizer'.*re-run scoring \(stage 5"):
+        load_row(d / "metrics.json")
+    monkeypatch.chdir(tmp_path)
+    assert make_results(["exp", "--out", "RESULTS.md"]) == 1 and not (tmp_path / "RESULTS.md").exists()
+
+
+def test_rows_of_different_normalizers_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp = tmp_path / "exp"
+    for model, name in [("a", "open_asr_2026_03"), ("b", "open_asr_2026_08"), ("c", "open_asr_2026_08")]:
+        write_scoring(exp / model / "decode_dev_greedy", REFS, HYPS, 1.0, 1.0, normalizer=name)
+    rows = [load_row(f) for f in find_metrics([exp])]
+    with pytest.raises(ValueError, match="open_asr_2026_03 \\(e.g. .*/exp/a/decode_dev_greedy\\), "
+                                         "open_asr_2026_08 \\(e.g. .*/exp/b/decode_dev_greedy\\)"):
+        render_results(rows)
+    assert "Scoring: open_asr_2026_08 normaliser." in render_results(rows[1:])
+    monkeypatch.chdir(tmp_path)
+    assert make_results(["exp", "--out", "RESULTS.md"]) == 1 and not (tmp_path / "RESULTS.md").exists()
+    assert make_results(["exp/b", "exp/c", "--out", "RESULTS.md"]) == 0
+
+
+def test_score_cli_normalizer_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ddir = tmp_path / "exp" / "am" / "decode_dev_greedy"
+    (ddir / "parts").mkdir(parents=True)
+    (ddir / "parts" / "0-of-1.hyp.txt").write_text("u1 at 3 7 p m\n")
+    (ddir / "parts" / "0-of-1.nbest.jsonl").write_text("")
+    info = {"audio_seconds": 2.0, "decode_seconds": 1.0, "method": "greedy", "checkpoint": "average",
+            "num_params": 10, "search": {}, "command": "python -m asrllm.bin.decode"}
+    (ddir / "parts" / "0-of-1.info.json").write_text(json.dumps(info))
+    utt = type("Utt", (), {"id": "u1", "text": "At 3:07 p.m."})
+    monkeypatch.setattr(score, "read_datadir", lambda data: [utt])  # references without audio
+    argv = ["--decode-dir", str(ddir), "--data", str(tmp_path / "data" / "dev")]
+    assert score.main(argv) == 0
+    m = json.loads((ddir / "metrics.json").read_text())
+    assert (m["normalizer"], m["wer"], m["test_set"]) == ("open_asr_2026_03", 0.0, "dev")
+    assert score.main([*argv, "--normalizer", "open_asr_2026_08"]) == 0
+    m = json.loads((ddir / "metrics.json").read_text())
+    assert (m["normalizer"], m["wer"]) == ("open_asr_2026_08", pytest.approx(200 / 3, abs=1e-3))  # "at 37 pm" vs "at 37 p m"
+    with pytest.raises(SystemExit):
+        score.main([*argv, "--normalizer", "whisper"])
 
 
 def test_perplexity_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,3 +56,13 @@ def test_nothing_scored() -> None:
     corpus = score_corpus({"a": "uh"}, {"a": ""})
     assert corpus.utts == [] and corpus.wer == 0.0 and character_error_rate(corpus) is None
 
+
+
+def test_normalizer_by_name() -> None:
+    refs, hyps = {"a": "Ah, at 3:07 p.m."}, {"a": "ah at 3 7 pm"}
+    assert score_corpus(refs, hyps).normalizer == "open_asr_2026_03"
+    assert score_corpus(refs, hyps, normalizer=None).normalizer is None
+    august = score_corpus(refs, hyps, normalizer="open_asr_2026_08")
+    assert (august.normalizer, august.utts[0].ref, august.utts[0].hyp, august.wer) == ("open_asr_2026_08", "at 37 pm", "at 37 pm", 0.0)
+    with pytest.raises(ValueError, match="unknown normalizer 'x'; known: open_asr_2026_03, open_asr_2026_08"):
+        score_corpus(refs, hyps, normalizer="x")

@@ -152,10 +152,14 @@ def check_normalizer_name(name: str) -> str:
     return name
 
 
-@functools.cache
 def get_normalizer(name: str = DEFAULT_NORMALIZER) -> Normalizer:
     """The normaliser called `name` (built once); an unknown name is a ValueError naming the known ones."""
-    return NORMALIZERS[check_normalizer_name(name)]()
+    return _built(check_normalizer_name(name))
+
+
+@functools.cache
+def _built(name: str) -> Normalizer:
+    return NORMALIZERS[name]()
 
 
 def normalize(text: str, name: str = DEFAULT_NORMALIZER) -> str:

@@ -5,6 +5,13 @@ leaves the trainer running) refuses at once with the PID that holds it, instead 
 interleaving checkpoints. The kernel releases a `flock` when its process dies, so a crash or
 `kill -9` never leaves a stale lock behind.
 
+A `flock` belongs to the open file, which a `fork()` shares with the child: a DataLoader worker
+forked by a trainer would keep the trainer's lock alive after the trainer is killed (its workers
+notice only seconds later), so a restart would be refused with the dead trainer's PID. Forked
+children therefore close their copies of every held lock at once (`os.register_at_fork`); only
+the process that acquired a lock holds it. (Children that `exec` never see it: the descriptor
+is not inheritable.)
+
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
 >>> with DirLock(d, "training"):
@@ -54,12 +61,14 @@ class DirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {self.purpose}\n".encode(), 0)
         self._fd = fd
+        _HELD[fd] = self
         return self
 
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
+            _HELD.pop(self._fd, None)
             self._fd = None
 
     def __enter__(self) -> DirLock:
@@ -67,3 +76,17 @@ class DirLock:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+_HELD: dict[int, DirLock] = {}  # descriptor -> lock, for every lock this process holds
+
+
+def _drop_held_locks_in_child() -> None:
+    """In a forked child: close (NOT unlock, which would release the parent's lock) every held lock."""
+    for fd, lock in _HELD.items():
+        os.close(fd)
+        lock._fd = None
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_locks_in_child)

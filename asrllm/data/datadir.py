@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -142,8 +143,10 @@ def read_datadir(
         try:
             duration = float(dur_str)
         except ValueError:
+            duration = math.nan
+        if not (math.isfinite(duration) and duration > 0):
             where = f"{data_dir / 'utt2dur'}:{lineno}: utterance {utt_id!r}"
-            raise DataError(f"{where}: bad duration {dur_str!r}") from None
+            raise DataError(f"{where}: bad duration {dur_str!r} (need seconds > 0)")
         utts.append(Utterance(utt_id, wav[utt_id][1], duration, maps["text"][utt_id][1], maps["utt2spk"][utt_id][1]))
     if validate_audio:
         _validate_audio(data_dir, utts, {u: line for u, (line, _) in wav.items()},
@@ -175,7 +178,11 @@ def _validate_audio(
 
 
 def check_utterances(utts: Iterable[Utterance], where: str = "") -> None:
-    """Raise `DataError` for values that cannot be written as one `<id> <value>` line."""
+    """Raise `DataError` for values that `read_datadir` would not read back exactly.
+
+    A value is one `<id> <value>` line: it must not contain a line break, and the reader strips
+    the whitespace around it, so a value with surrounding whitespace would come back changed.
+    """
     seen: set[str] = set()
     prefix = f"{where}: " if where else ""
     for u in utts:
@@ -188,10 +195,15 @@ def check_utterances(utts: Iterable[Utterance], where: str = "") -> None:
             raise DataError(f"{prefix}utterance {u.id!r}: empty transcript")
         if "\n" in u.text or "\r" in u.text:
             raise DataError(f"{prefix}utterance {u.id!r}: transcript contains a line break")
+        if u.text != u.text.strip():
+            raise DataError(f"{prefix}utterance {u.id!r}: transcript {u.text!r} starts or ends with whitespace")
         if not u.speaker or any(c.isspace() for c in u.speaker):
             raise DataError(f"{prefix}utterance {u.id!r}: speaker {u.speaker!r} is empty or contains whitespace")
-        if not u.audio or "\n" in u.audio:
-            raise DataError(f"{prefix}utterance {u.id!r}: bad audio path {u.audio!r}")
+        if not u.audio or "\n" in u.audio or "\r" in u.audio or u.audio != u.audio.strip():
+            raise DataError(f"{prefix}utterance {u.id!r}: bad audio path {u.audio!r} (empty, a line break, "
+                            "or whitespace around it)")
+        if not (isinstance(u.duration, int | float) and math.isfinite(u.duration) and u.duration > 0):
+            raise DataError(f"{prefix}utterance {u.id!r}: bad duration {u.duration!r} (need seconds > 0)")
 
 
 def write_datadir(data_dir: str | Path, utts: Sequence[Utterance]) -> None:

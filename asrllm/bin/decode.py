@@ -24,26 +24,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from asrllm.config import ConfigError, atomic_write_text, load_config, load_yaml, parse_overrides
+from asrllm.config import ConfigError, atomic_write_text, load_config, parse_overrides
 from asrllm.data.audio import SAMPLE_RATE, read_audio
 from asrllm.data.datadir import Utterance, read_datadir
 from asrllm.data.loader import collate
 from asrllm.data.sampler import pack_batches
 from asrllm.data.tokenizer import load_tokenizer
 from asrllm.locking import DirLock
-from asrllm.models.trained import load_trained_model, weights_file
-from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
+from asrllm.models.trained import load_trained_model, model_record
+from asrllm.provenance import StaleOutputError, datadir_digest, decide, flatten, write_record
 from asrllm.search import NBestEntry, SearchConfig, build_search, write_nbest_jsonl
 
 log = logging.getLogger("asrllm.decode")
@@ -67,19 +65,6 @@ class DecodeConfig:
 
 MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")
 _PART = re.compile(r"^(\d+)-of-(\d+)\.")
-
-
-def model_inputs(model_dir: Path, checkpoint: str, data: Path) -> dict[str, Any]:
-    """The inputs every method's part shares: the model as decoded and the data dir (digests)."""
-    exp = load_yaml(model_dir / "config.yaml")
-    return {
-        "model_kind": exp.get("model_kind"),
-        **flatten(exp.get("model", {}), "model"),
-        "model.weights": file_digest(weights_file(model_dir, checkpoint)),
-        "model.tokenizer": file_digest(model_dir / "tokenizer"),
-        "checkpoint": checkpoint,
-        "data": datadir_digest(data),
-    }
 
 
 def clear_stale(out_dir: Path, part: str, num_jobs: int, force: bool) -> None:
@@ -131,7 +116,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         if not 0 <= args.job < args.num_jobs:
             raise ValueError(f"--job {args.job} must lie in [0, --num-jobs={args.num_jobs})")
         cfg = load_config(DecodeConfig, args.config, parse_overrides(args.overrides))
-        shared_inputs = model_inputs(args.model_dir, args.checkpoint, args.data)
+        shared_inputs = {**model_record(args.model_dir, args.checkpoint), "data": datadir_digest(args.data)}
         inputs = {name: {**shared_inputs, **flatten(scfg, "search")} for name, scfg in cfg.methods.items()}
         out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in cfg.methods}
         todo = [
@@ -173,7 +158,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
         start = time.perf_counter()
         with torch.inference_mode():
-            log_probs, lens = model.log_probs(batch.audio, batch.audio_lens)  # (B, T, V), (B,)
+            log_probs, lens = model.log_probs(batch.audio, batch.audio_lens, utt_ids=batch.ids)  # (B, T, V), (B,)
         log_probs = log_probs.float()
         encoder_seconds += time.perf_counter() - start
         for name, search in searches.items():

@@ -37,13 +37,12 @@ from typing import Any
 
 import torch
 
-from asrllm.models.trained import load_trained_model, weights_file
-from asrllm.bin.score import read_train_log
-from asrllm.train.experiment import resolve_config
 from asrllm.config import ConfigError, load_yaml, save_config
 from asrllm.data.text import LanguageModel, Sentence, TextBatchLoader, num_words, read_texts
+from asrllm.models.trained import load_trained_model, read_train_log, weights_file
 from asrllm.provenance import datadir_digest, decide, file_digest, flatten, write_record
 from asrllm.train.checkpoint import latest_checkpoint
+from asrllm.train.experiment import resolve_config
 
 log = logging.getLogger("asrllm.perplexity")
 

@@ -13,7 +13,6 @@ paper compares with): `result.txt`, `per_utt.txt`, `metrics.json` with the norma
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import re
@@ -23,6 +22,8 @@ from pathlib import Path
 from asrllm.data.datadir import read_datadir
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from asrllm.eval.report import write_scoring
+from asrllm.models.trained import model_record, read_train_log
+from asrllm.provenance import StaleOutputError, datadir_digest, describe_difference
 from asrllm.search import read_nbest_jsonl, write_nbest_jsonl
 
 log = logging.getLogger("asrllm.score")
@@ -56,6 +57,26 @@ def merge_parts(decode_dir: Path) -> tuple[dict[str, str], list[dict], list]:
     return hyps, info_dicts, nbest
 
 
+def check_current(decode_dir: Path, infos: list[dict], data: Path) -> None:
+    """Refuse parts made from other inputs than each other, or than the model and data now hold:
+    scoring them would pair today's training command and references with another model's output."""
+    inputs = [info.get("inputs") for info in infos]
+    if any(i is None for i in inputs):
+        raise StaleOutputError(f"{decode_dir}/parts: a part has no record of its inputs (decoded by an older asrllm); "
+                               "redo stage 4 with --force true")
+    for j, other in enumerate(inputs[1:], start=1):
+        if other != inputs[0]:
+            raise StaleOutputError(f"{decode_dir}/parts: parts 0 and {j} were decoded from different inputs "
+                                   f"(differs in: {describe_difference(inputs[0], other)}); redo stage 4 with --force true")
+    now = {**model_record(decode_dir.parent, infos[0]["checkpoint"]), "data": datadir_digest(data)}
+    recorded = {key: inputs[0].get(key) for key in now}
+    if recorded != now:
+        raise StaleOutputError(
+            f"{decode_dir} was decoded from other inputs than {decode_dir.parent} and {data} hold now "
+            f"(differs in: {describe_difference(recorded, now)}); redo stage 4 with --force true, or delete it"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decode-dir", required=True, type=Path, help="exp/<model>/decode_<set>_<method>")
@@ -66,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         hyps, infos, nbest = merge_parts(args.decode_dir)
+        check_current(args.decode_dir, infos, args.data)
         refs = {u.id: u.text for u in read_datadir(args.data)}
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)
         return 1
     write_nbest_jsonl(args.decode_dir / "nbest.jsonl", sorted(nbest, key=lambda e: (e.utt_id, e.rank)))
@@ -96,23 +118,6 @@ def main(argv: list[str] | None = None) -> int:
              args.normalizer, metrics["rtfx"])
     return 0
 
-
-def read_train_log(model_dir: Path) -> tuple[str | None, float | None]:
-    """(command, wall-clock seconds) of the model's training job, from the log that utils/run_local.sh
-    writes: the command on its first line, `# started <iso time>` near the top and
-    `# ended <iso time> ... status 0` last. Either is None where the log lacks it (no log, a job that
-    did not finish); after a resume, the seconds are those of the last job."""
-    log_file = model_dir / "logs" / "train.log"
-    if not log_file.is_file():
-        return None, None
-    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    command = lines[0].removeprefix("# ") if lines else None
-    started = [line.split()[2] for line in lines[:3] if line.startswith("# started ")]
-    ended = [line.split()[2] for line in lines[-1:] if line.startswith("# ended ") and line.endswith(" status 0")]
-    if not (started and ended):
-        return command, None
-    seconds = (datetime.datetime.fromisoformat(ended[0]) - datetime.datetime.fromisoformat(started[0])).total_seconds()
-    return command, seconds
 
 if __name__ == "__main__":
     sys.exit(main())

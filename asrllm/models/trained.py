@@ -12,13 +12,16 @@ The one way every stage after training (decoding, perplexity, LLM export) gets a
 
 from __future__ import annotations
 
+import datetime
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from asrllm.config import ConfigError, from_dict, load_yaml
 from asrllm.models.registry import MODELS
+from asrllm.provenance import file_digest, flatten
 from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_checkpoint_state_dict, load_model_state
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,20 @@ def weights_file(model_dir: Path, checkpoint: str) -> Path:
     return weights
 
 
+def model_record(model_dir: Path, checkpoint: str) -> dict[str, Any]:
+    """The model as a stage input (asrllm.provenance): its kind and architecture (for a readable
+    difference), the digests of the weights `checkpoint` names and of its tokenizer, and that name."""
+    exp = load_yaml(model_dir / "config.yaml")
+    tokenizer = model_dir / "tokenizer"
+    return {
+        "model_kind": exp.get("model_kind"),
+        **flatten(exp.get("model", {}), "model"),
+        "model.weights": file_digest(weights_file(model_dir, checkpoint)),
+        "model.tokenizer": file_digest(tokenizer) if tokenizer.exists() else None,
+        "checkpoint": checkpoint,
+    }
+
+
 def load_trained_model(model_dir: Path, checkpoint: str, device: torch.device) -> torch.nn.Module:
     """The model of `model_dir/config.yaml` with the weights `checkpoint` names, in eval mode on `device`."""
     exp = load_yaml(model_dir / "config.yaml")
@@ -54,3 +71,21 @@ def load_trained_model(model_dir: Path, checkpoint: str, device: torch.device) -
     load_checkpoint_state_dict(model, load_model_state(weights), weights)
     logger.info("loaded %s (%s)", weights, kind)
     return model.to(device).eval()
+
+
+def read_train_log(model_dir: Path) -> tuple[str | None, float | None]:
+    """(command, wall-clock seconds) of the model's training job, from the log that utils/run_local.sh
+    writes: the command on its first line, `# started <iso time>` near the top and
+    `# ended <iso time> ... status 0` last. Either is None where the log lacks it (no log, a job that
+    did not finish); after a resume, the seconds are those of the last job."""
+    log_file = model_dir / "logs" / "train.log"
+    if not log_file.is_file():
+        return None, None
+    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    command = lines[0].removeprefix("# ") if lines else None
+    started = [line.split()[2] for line in lines[:3] if line.startswith("# started ")]
+    ended = [line.split()[2] for line in lines[-1:] if line.startswith("# ended ") and line.endswith(" status 0")]
+    if not (started and ended):
+        return command, None
+    seconds = (datetime.datetime.fromisoformat(ended[0]) - datetime.datetime.fromisoformat(started[0])).total_seconds()
+    return command, seconds

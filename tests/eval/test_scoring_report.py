@@ -129,6 +129,7 @@ def test_score_cli_normalizer_option(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (ddir / "parts" / "0-of-1.info.json").write_text(json.dumps(info))
     utt = type("Utt", (), {"id": "u1", "text": "At 3:07 p.m."})
     monkeypatch.setattr(score, "read_datadir", lambda data: [utt])  # references without audio
+    monkeypatch.setattr(score, "check_current", lambda *args: None)  # no model: tests/search/test_decode_cli.py
     argv = ["--decode-dir", str(ddir), "--data", str(tmp_path / "data" / "dev")]
     assert score.main(argv) == 0
     m = json.loads((ddir / "metrics.json").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asrllm.bin import decode
+from asrllm.bin import decode, score
 from asrllm.config import save_config
 from asrllm.locking import DirLock
 from asrllm.models.ctc_model import CTCModel, CTCModelConfig
@@ -134,3 +134,15 @@ def test_second_decoder_on_the_same_part_refuses(setup: Path, caplog: pytest.Log
         assert run(setup) == 1
     assert "is in use by PID" in caplog.text
     assert run(setup) == 0
+
+
+def test_scoring_refuses_parts_of_another_model(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert run(setup) == 0
+    argv = ["--decode-dir", str(setup / "exp/decode_dev_greedy"), "--data", str(setup / "data/dev")]
+    assert score.main(argv) == 0
+    metrics = json.loads((setup / "exp/decode_dev_greedy/metrics.json").read_text())
+    assert metrics["num_utts"] == 4 and metrics["normalizer"] == "open_asr_2026_03"
+    write_model(setup / "exp", seed=1)  # retrained, not yet decoded again
+    caplog.set_level(logging.ERROR)
+    assert score.main(argv) == 1
+    assert "was decoded from other inputs than" in caplog.text and "differs in: model.weights" in caplog.text

@@ -43,6 +43,7 @@ average_last=3           # checkpoints averaged into model_avg.safetensors (the 
 checkpoint=average       # which weights to decode: average | latest | step_<N>
 train_args=""            # extra key=value overrides for AM training (stage 3); values may hold spaces: "a.b=[1, 2]"
 decode_args=""           # extra key=value overrides of the decode config (stage 4)
+normalizer=""            # stage 5 text normaliser (asrllm.eval.normalizer; "": the leaderboard's of March 2026)
 lm_tokenizers=""         # stage 6: "<name>:<set> ...": conf/tokenizer_<name>.yaml trained on data/<set>
 lm_text_set=lm           # data/<lm_text_set>: LLM pre-training text (plain `text` file or data dir)
 llm_pretrain_config=""   # stage 7: LM config pre-trained on the LM text ("": skip)
@@ -121,7 +122,7 @@ if selected 5 "scoring and RESULTS.md"; then
   for dset in "${test_set_list[@]}"; do
     for ddir in "$am_dir"/decode_"$dset"_*/; do
       [[ -d $ddir ]] || continue
-      python -m asrllm.bin.score --decode-dir "$ddir" --data "data/$dset"
+      python -m asrllm.bin.score --decode-dir "$ddir" --data "data/$dset" ${normalizer:+--normalizer "$normalizer"}
     done
   done
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"

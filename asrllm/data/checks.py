@@ -28,14 +28,16 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 
 from asrllm.config import atomic_write_text
 from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.datadir import DataError, Utterance
-from asrllm.data.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # tokenizer.py reports unknown characters through this module
+    from asrllm.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,9 @@ tokenizer has a separate `▁` token, written before every word, so that the two
 
 `train_tokenizer(cfg, text_file, out_dir)` writes `out_dir/tokenizer.yaml` (the resolved
 `TokenizerConfig`) plus the model (`spm.model` or `chars.txt`); `load_tokenizer(out_dir)` reads it
-back. The kind is looked up in `TOKENIZER_CLASSES`.
+back. The kind is looked up in `TOKENIZER_CLASSES`. Characters of the training text that the new
+tokenizer maps to `<unk>` (only SentencePiece with `character_coverage` < 1 leaves any out) are
+logged with example lines.
 
 Shapes: V vocabulary.
 
@@ -38,6 +40,7 @@ import sentencepiece as spm
 import torch
 
 from asrllm.config import ConfigError, atomic_write_text, load_config, save_config
+from asrllm.data.checks import unknown_characters
 from asrllm.data.hf_tokenizer import HFTokenizer
 
 logger = logging.getLogger(__name__)
@@ -238,7 +241,18 @@ def train_tokenizer(cfg: TokenizerConfig, text_file: str | Path, out_dir: str | 
     tok = TOKENIZER_CLASSES[cfg.kind].train(cfg, text_file, out_dir)
     save_config(cfg, out_dir / CONFIG_FILE)  # written last: its presence means the dir is complete
     logger.info("trained %s tokenizer with %d tokens in %s", cfg.kind, tok.vocab_size, out_dir)
+    if cfg.kind == "sentencepiece" and cfg.character_coverage < 1.0:  # the only kind that leaves characters out
+        _report_unknown_characters(tok, text_file)
     return tok
+
+
+def _report_unknown_characters(tok: Tokenizer, text_file: Path) -> None:
+    """Log the characters of `text_file` that `tok` maps to `<unk>`, with example lines."""
+    with open(text_file, encoding="utf-8") as f:
+        lines = [(f"{text_file.name}:{n}", line.strip()) for n, line in enumerate(f, start=1)]
+    unknown = unknown_characters(tok, lines)
+    if unknown.utts:
+        logger.warning("%s", unknown.describe(len(lines), str(text_file)).replace(" utterances ", " lines "))
 
 
 def load_tokenizer(tok_dir: str | Path) -> Tokenizer:

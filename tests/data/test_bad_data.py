@@ -239,3 +239,12 @@ def test_too_long_message_names_ids(caplog: pytest.LogCaptureFixture) -> None:
         BucketingSampler([1.0, 50.0, 2.0, 60.0], 100.0, num_buckets=1, max_duration=30.0,
                          ids=["a", "b", "c", "d"])
     assert "leaving out 2 of 4 items longer than max_duration=30: 'b' (50), 'd' (60)" in caplog.text
+
+
+def test_train_tokenizer_reports_characters_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "text").write_text("HELLO WORLD\n" * 400 + "HELLO QÜ\n", encoding="utf-8")
+    cfg = TokenizerConfig(kind="sentencepiece", vocab_size=20, character_coverage=0.999, hard_vocab_limit=False)
+    with caplog.at_level(logging.WARNING):
+        train_tokenizer(cfg, tmp_path / "text", tmp_path / "spm")
+    assert f"{tmp_path / 'text'}: 1 of 401 lines contain" in caplog.text
+    assert "'text:401'" in caplog.text and "(U+00DC)" in caplog.text

@@ -79,6 +79,21 @@ def datadir_digest(data_dir: str | Path) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
+def corpus_digest(root: str | Path) -> str:
+    """Digest of a raw corpus tree, cheap enough for thousands of hours: every file's relative path
+    and size, and the bytes of its text files (`*.txt`: transcripts). Audio is not read (data
+    preparation decodes it anyway); an audio file rewritten to the same size goes unnoticed."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root).as_posix()}\0{f.stat().st_size}\0".encode())
+        if f.suffix == ".txt":
+            h.update(f.read_bytes())
+    return f"sha256:{h.hexdigest()}"
+
+
 def flatten(obj: Any, prefix: str) -> dict[str, Any]:
     """A config (dataclass or nested mapping) as dotted keys under `prefix`; lists stay values.
 

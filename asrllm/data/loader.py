@@ -13,7 +13,8 @@ order stays that of the list. Each epoch's DataLoader gets its own `torch.Genera
 the GLOBAL torch RNG, so a resumed run (which restores the global RNG from the checkpoint, then
 starts a new iterator) would feed SpecAugment and dropout a different stream than the
 uninterrupted run, whose iterator was made at the start of the epoch. The workers' own RNGs are
-never used: reading audio, encoding text and collating are deterministic.
+never used: reading audio, encoding text and collating are deterministic. The workers end with
+the process that started them (`exit_with_parent`), also when it is killed.
 
 `AudioData` is how the train CLI feeds the acoustic models (`model.train_data`): Kaldi data dirs,
 the AM tokenizer given on the command line, and its vocabulary size filled into the model config.
@@ -29,9 +30,14 @@ Shapes: B utterances, S audio samples, L labels.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import logging
+import os
 import shutil
+import signal
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,7 +155,24 @@ class BatchLoader:
         # its own generator: the iterator must not draw the workers' base seed from the global RNG
         seed = int(np.random.SeedSequence([self.sampler.seed, epoch]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        yield from torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers, generator=generator)
+        yield from torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=self.num_workers, generator=generator,
+            worker_init_fn=functools.partial(exit_with_parent, os.getpid()),
+        )
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
+
+
+def exit_with_parent(parent_pid: int, worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: on Linux the worker gets SIGKILL when the process that started
+    it dies. torch's own watchdog notes the parent's PID only after this function has run, so a
+    trainer killed right after forking a worker (e.g. by SIGKILL as an epoch starts) would leave
+    the worker waiting for work forever, holding the trainer's open files."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before prctl: nobody is left to signal us
+        os._exit(0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -458,6 +458,8 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = TrainState(**{f.name: saved[f.name] for f in dataclasses.fields(TrainState)})
+        if self.state.batches_done == self.train_loader.num_batches(self.state.epoch):  # saved at the epoch's end
+            self.state.epoch, self.state.batches_done = self.state.epoch + 1, 0  # as _train_epoch would go on
         if len(saved["rng"]) == self.world_size:
             set_rng_state(saved["rng"][dist.rank()], self.device)
         else:

@@ -78,12 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         if lock is not None:
             lock.acquire()  # held from the record check to the end of training
             prepare_exp_dir(exp_dir, inputs, args.force)
+        dist.barrier()  # the other ranks read the exp dir only after rank 0 has checked it
+        return _train(exp, train_items, valid_items, exp_dir, args.config, lock)
     except (LockedError, StaleOutputError) as e:
         log.error("%s", e)
         return 1
-    try:
-        dist.barrier()  # the other ranks read the exp dir only after rank 0 has checked it
-        return _train(exp, train_items, valid_items, exp_dir, args.config, lock)
     finally:
         if lock is not None:
             lock.release()

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import torch
 
 from asrllm.bin import train
 from asrllm.testing.dummies import make_char_tokenizer, make_datadir
-from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_model_state
+from asrllm.config import load_yaml
+from asrllm.train.checkpoint import MODEL_FILE, checkpoint_step, latest_checkpoint, list_checkpoints, load_model_state
+from asrllm.train.plot import read_log
 
 CONFIG = """
 model_kind: ctc
@@ -74,3 +77,83 @@ def test_unknown_key_is_named_and_nothing_is_written(setup: Path, caplog: pytest
     with caplog.at_level(logging.ERROR):
         assert run_train(setup, "exp/bad", "model_kind=rnnt") == 1
     assert "model_kind: unknown 'rnnt'" in caplog.text
+
+
+def snapshot(exp_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """{file: (mtime_ns, bytes)} but the lock; the loaders' reports of left-out utterances are
+    rewritten (with the same bytes) by every run, so only their bytes count."""
+    return {
+        str(p.relative_to(exp_dir)): (0 if p.name.startswith("filtered_utts.") else p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(exp_dir.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
+
+
+def checkpoint_steps(exp_dir: Path) -> list[int]:
+    return [checkpoint_step(p) for p in list_checkpoints(exp_dir / "checkpoints")]
+
+
+def test_rerun_rule_same_skips_other_config_stops_force_retrains(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    exp = setup / "exp/rule"
+    assert run_train(setup, "exp/rule", "trainer.max_epochs=1") == 0
+    record = json.loads((exp / "train_inputs.json").read_text())["inputs"]
+    assert record["config.model.encoder.num_layers"] == 2 and record["train_data"].startswith("sha256:")
+    assert "config.trainer.max_epochs" in record  # the LR schedule is planned over the run: its length counts
+    assert "config.trainer.progress_bar" not in record and "config.data.num_workers" not in record
+    first_weights, first_steps, before = final_params(exp), checkpoint_steps(exp), snapshot(exp)
+
+    # the same inputs: a finished run, nothing is written
+    assert run_train(setup, "exp/rule", "trainer.max_epochs=1") == 0
+    assert snapshot(exp) == before
+
+    # another architecture without --force: one line naming the key, nothing touched
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert run_train(setup, "exp/rule", "trainer.max_epochs=1", "model.encoder.num_layers=1") == 1
+    assert "config.model.encoder.num_layers (2 -> 1)" in caplog.text and "--force" in caplog.text
+    assert snapshot(exp) == before
+    # so is a longer run while the schedule's length follows the run length
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert run_train(setup, "exp/rule", "trainer.max_epochs=2") == 1
+    assert "config.trainer.max_epochs (1 -> 2)" in caplog.text
+    assert snapshot(exp) == before
+
+    # --force: the old outputs go, the new model is trained from step 0
+    (exp / "model_avg.safetensors").write_bytes(b"stale")
+    assert run_train(setup, "exp/rule", "trainer.max_epochs=1", "model.encoder.num_layers=1", "--force") == 0
+    assert load_yaml(exp / "config.yaml")["model"]["encoder"]["num_layers"] == 1
+    assert not (exp / "model_avg.safetensors").exists()
+    assert checkpoint_steps(exp)[-1] == first_steps[-1]  # one epoch again, not resumed
+    starts = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines() if '"event"' in line]
+    assert starts == [{"event": "start", "step": 0}]
+    new_weights = final_params(exp)
+    assert not any(k.startswith("encoder.blocks.1.") for k in new_weights)
+    assert {k for k in first_weights if k.startswith("encoder.blocks.1.")}
+    steps = [r["step"] for r in read_log(exp / "train_log.jsonl") if r["split"] == "train"]
+    assert steps == list(range(1, steps[-1] + 1))  # one run from step 0, each step once
+    assert json.loads((exp / "train_inputs.json").read_text())["inputs"]["config.model.encoder.num_layers"] == 1
+
+
+def test_run_length_changes_resume_when_the_schedule_is_pinned(setup: Path) -> None:
+    assert run_train(setup, "exp/full", "optim.total_steps=15") == 0  # made by the first test; else made here
+    exp = setup / "exp/longer"
+    assert run_train(setup, "exp/longer", "optim.total_steps=15", "trainer.max_epochs=1") == 0
+    first = checkpoint_steps(exp)
+    assert run_train(setup, "exp/longer", "optim.total_steps=15", "trainer.max_epochs=3") == 0  # resumes
+    assert checkpoint_steps(exp)[-1] == checkpoint_steps(setup / "exp/full")[-1] > first[-1]
+    assert load_yaml(exp / "config.yaml")["trainer"]["max_epochs"] == 3
+    full, longer = final_params(setup / "exp/full"), final_params(exp)
+    assert all(torch.equal(full[k], longer[k]) for k in full)  # = the uninterrupted 3-epoch run
+    steps = [r["step"] for r in read_log(exp / "train_log.jsonl") if r["split"] == "train"]
+    assert steps == list(range(1, steps[-1] + 1))
+
+
+def test_checkpoints_without_a_record_are_not_resumed(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    exp = setup / "exp/norecord"
+    assert run_train(setup, "exp/norecord", "trainer.max_steps=2") == 0
+    (exp / "train_inputs.json").unlink()  # as an exp dir trained before records existed
+    with caplog.at_level(logging.ERROR):
+        assert run_train(setup, "exp/norecord", "trainer.max_steps=2") == 1
+    assert "has checkpoints but no record of what they were trained from" in caplog.text
+    assert run_train(setup, "exp/norecord", "trainer.max_steps=2", "--force") == 0
+    assert (exp / "train_inputs.json").is_file()

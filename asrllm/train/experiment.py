@@ -8,9 +8,11 @@ another CLI.
 The record. `<exp_dir>/train_inputs.json` (`asrllm.provenance`) holds what the model is made
 from: the resolved config flattened to `config.<dotted key>`, less `RUN_OPTIONS` (and, where the
 LR schedule does not depend on them, `RUN_LENGTH_OPTIONS`), and the content digests of the train
-data (`train_data`), the valid data (`valid_data`) and the AM tokenizer dir (`tokenizer`). Unlike other stages' records it is written when training STARTS fresh (before
-the first checkpoint): training is resumable, so the record means "made from", and how far
-training got is what the checkpoints say. `prepare_exp_dir` applies the one re-run rule:
+data (`train_data`), the valid data (`valid_data`) and the AM tokenizer dir (`tokenizer`). Unlike
+other stages' records it is written when training STARTS fresh (before the first checkpoint):
+training is resumable, so the record means "made from", and how far training got is what the
+checkpoints say. Files that a model config names by path (an LLM dir, `model.am_tokenizer`) are
+recorded by path, not content. `prepare_exp_dir` applies the one re-run rule:
 
     no record, no checkpoints       -> fresh: write the record, train from step 0
     same inputs                     -> resume from the newest checkpoint (a finished run ends at

@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from asrllm.config import ConfigError, keyed
+from asrllm.data.datadir import DataError
 from asrllm.locking import DirLock, LockedError
 from asrllm.provenance import StaleOutputError
 from asrllm.train import distributed as dist
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             lock.acquire()  # held from the record check to the end of training
             prepare_exp_dir(exp_dir, inputs, args.force)
         dist.barrier()  # the other ranks read the exp dir only after rank 0 has checked it
-        return _train(exp, train_items, valid_items, exp_dir, args.config, lock)
+        return _train(exp, train_items, valid_items, exp_dir, args.config, lock, _command(argv))
     except (LockedError, StaleOutputError) as e:
         log.error("%s", e)
         return 1
@@ -88,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
 
 
+def _command(argv: list[str] | None) -> str:
+    """This job's command line, as train_log.jsonl records it (and RESULTS.md shows it)."""
+    launcher = ["python"] if dist.world_size() == 1 else ["torchrun", "--nproc_per_node", str(dist.world_size())]
+    return shlex.join([*launcher, "-m", "asrllm.bin.train", *(sys.argv[1:] if argv is None else argv)])
+
+
 def _train(
     exp: ResolvedExperiment, train_items: list[Any], valid_items: list[Any] | None, exp_dir: Path, config: str,
-    lock: DirLock | None,
+    lock: DirLock | None, command: str,
 ) -> int:
     """Build the model and loaders and fit (the exp dir is checked and locked)."""
     cfg = exp.config
@@ -102,19 +110,20 @@ def _train(
         return 1
     log.info("model %s: %.2fM parameters", cfg.model_kind, sum(p.numel() for p in model.parameters()) / 1e6)
     rank, world_size = dist.rank(), dist.world_size()
-    trainer = Trainer(
-        model,
-        exp.train_data.loader(train_items, model, exp.data, True, rank, world_size, report_dir=exp_dir),
-        exp.train_data.loader(valid_items, model, exp.data, False, rank, world_size, report_dir=exp_dir)
-        if valid_items else None,
-        cfg.trainer,
-        cfg.optim,
-        exp_dir,
-        config_to_save=cfg,
-        save_assets=exp.train_data.save_assets,
-        exp_lock=lock,
-    )
-    trainer.fit()
+    try:  # the data checks (filtering, unknown characters) and the resume check name what is wrong
+        train_loader = exp.train_data.loader(train_items, model, exp.data, True, rank, world_size, report_dir=exp_dir)
+        valid_loader = (
+            exp.train_data.loader(valid_items, model, exp.data, False, rank, world_size, report_dir=exp_dir)
+            if valid_items else None
+        )
+        trainer = Trainer(
+            model, train_loader, valid_loader, cfg.trainer, cfg.optim, exp_dir,
+            config_to_save=cfg, save_assets=exp.train_data.save_assets, exp_lock=lock, command=command,
+        )
+        trainer.fit()
+    except DataError as e:
+        log.error("%s", e)
+        return 1
     return 0
 
 

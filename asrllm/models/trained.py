@@ -12,7 +12,7 @@ The one way every stage after training (decoding, perplexity, LLM export) gets a
 
 from __future__ import annotations
 
-import datetime
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -74,18 +74,26 @@ def load_trained_model(model_dir: Path, checkpoint: str, device: torch.device) -
 
 
 def read_train_log(model_dir: Path) -> tuple[str | None, float | None]:
-    """(command, wall-clock seconds) of the model's training job, from the log that utils/run_local.sh
-    writes: the command on its first line, `# started <iso time>` near the top and
-    `# ended <iso time> ... status 0` last. Either is None where the log lacks it (no log, a job that
-    did not finish); after a resume, the seconds are those of the last job."""
-    log_file = model_dir / "logs" / "train.log"
-    if not log_file.is_file():
+    """(command, training seconds) of the model in `model_dir`, from the trainer's own
+    `train_log.jsonl` (asrllm.train.plot describes it), not from a job runner's log, which a re-run
+    that finds the model trained already would overwrite. The command is that of the last run that
+    trained; the seconds sum every run's time from its start to its last record (a resumed run's
+    time counts once per run, the gap between a crash and the restart not at all). Either is None
+    where the log lacks it (no log; seconds: the run has not finished)."""
+    path = model_dir / "train_log.jsonl"
+    if not path.is_file():
         return None, None
-    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-    command = lines[0].removeprefix("# ") if lines else None
-    started = [line.split()[2] for line in lines[:3] if line.startswith("# started ")]
-    ended = [line.split()[2] for line in lines[-1:] if line.startswith("# ended ") and line.endswith(" status 0")]
-    if not (started and ended):
-        return command, None
-    seconds = (datetime.datetime.fromisoformat(ended[0]) - datetime.datetime.fromisoformat(started[0])).total_seconds()
-    return command, seconds
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    command, seconds, start, last = None, 0.0, None, None
+    for r in records:
+        if r.get("event") == "start":
+            if start is not None and last is not None:
+                seconds += last - start
+            command = r.get("command") or command
+            start = last = r.get("time")
+        elif "time" in r:
+            last = r["time"]
+    if start is not None and last is not None:
+        seconds += last - start
+    finished = bool(records) and records[-1].get("event") == "end"
+    return command, (round(seconds, 1) if finished else None)

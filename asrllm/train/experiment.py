@@ -11,8 +11,10 @@ LR schedule does not depend on them, `RUN_LENGTH_OPTIONS`), and the content dige
 data (`train_data`), the valid data (`valid_data`) and the AM tokenizer dir (`tokenizer`). Unlike
 other stages' records it is written when training STARTS fresh (before the first checkpoint):
 training is resumable, so the record means "made from", and how far training got is what the
-checkpoints say. Files that a model config names by path (an LLM dir, `model.am_tokenizer`) are
-recorded by path, not content. `prepare_exp_dir` applies the one re-run rule:
+checkpoints say. Files that a model config names by path (`PATH_FIELDS`: an LLM dir or GGUF file,
+an HF tokenizer, `model.am_tokenizer`) are recorded by path AND content digest (`<key>@content`):
+a fine-tuning run on the stage 7 export is stale once the export is redone. Hashing costs about
+1 s per GB on each re-run of the stage. `prepare_exp_dir` applies the one re-run rule:
 
     no record, no checkpoints       -> fresh: write the record, train from step 0
     same inputs                     -> resume from the newest checkpoint (a finished run ends at
@@ -151,6 +153,19 @@ def not_recorded(config: TrainExperimentConfig) -> tuple[str, ...]:
     return RUN_OPTIONS + (RUN_LENGTH_OPTIONS if fixed_schedule else ())
 
 
+PATH_FIELDS = ("source", "gguf", "tokenizer", "am_tokenizer")  # model config leaves that may name local files
+
+
+def path_digests(model: dict[str, Any]) -> dict[str, str]:
+    """`config.model.<key>@content` -> digest, for the `PATH_FIELDS` of a model config that name an
+    existing local file or dir (a hub id or a packaged GGUF name is recorded by its name only)."""
+    out = {}
+    for key, value in flatten(model, "config.model").items():
+        if key.rsplit(".", 1)[-1] in PATH_FIELDS and isinstance(value, str) and Path(value).exists():
+            out[f"{key}@content"] = file_digest(value)
+    return out
+
+
 def training_inputs(
     config: TrainExperimentConfig,
     train_data: str | Path,  # data dir or text file
@@ -162,6 +177,7 @@ def training_inputs(
     kept = {k: v for k, v in flatten(config, "config").items() if k.removeprefix("config.") not in left_out}
     return {
         **kept,
+        **path_digests(config.model),
         "train_data": datadir_digest(train_data),
         "valid_data": datadir_digest(valid_data) if valid_data is not None else None,
         "tokenizer": file_digest(tokenizer_dir) if tokenizer_dir is not None else None,

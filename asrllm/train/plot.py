@@ -2,9 +2,11 @@
 
 Each line of the log is one JSON record written by the trainer on rank 0:
 `{"split": "train" | "valid", "step": int, "epoch": int, "loss": float, "lr": float, ...}`, or
-`{"event": "start", "step": k}` when a run starts (k = 0) or resumes from its checkpoint at step k.
-Records with step > k that precede such a line were written by a run that stopped after its last
-checkpoint; the new run repeats those steps, so `read_log` drops them.
+`{"event": "start", "step": k, "command": ...}` when a run starts (k = 0) or resumes from its
+checkpoint at step k, and `{"event": "end", "step": n}` when it finishes; every record has its
+wall-clock `time` (unix seconds). Records with step > k that precede a start were written by a run
+that stopped after its last checkpoint; the new run repeats those steps, so `read_log` drops them
+(the trainer also cuts them from the file when it resumes).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         record = json.loads(line)
         if record.get("event") == "start":
             records = [r for r in records if r["step"] <= record["step"]]
-        else:
+        elif "event" not in record:
             records.append(record)
     return records
 

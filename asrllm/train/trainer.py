@@ -174,6 +174,7 @@ class Trainer:
         config_to_save: Any | None = None,  # written to exp_dir/config.yaml when training starts or continues
         save_assets: Callable[[Path], None] | None = None,  # writes what decoding needs besides (likewise)
         exp_lock: DirLock | None = None,  # exp_dir's lock when the caller holds it already (rank 0)
+        command: str | None = None,  # the command line that runs this training, recorded in train_log.jsonl
     ) -> None:
         self.cfg = trainer_cfg
         self.train_loader = train_loader
@@ -211,6 +212,7 @@ class Trainer:
         self._config_to_save = config_to_save
         self._save_assets = save_assets
         self._exp_lock = exp_lock
+        self._command = command
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -278,6 +280,7 @@ class Trainer:
                 self._validate()
             self._save(epoch_end=False)
         if self.is_main:
+            self._append_log({"event": "end", "step": self.state.step})
             logger.info("training done at step %d; best valid loss %s", self.state.step, self.state.best_valid_loss)
         if self.is_main and self.cfg.plot:
             plot_learning_curve(self.exp_dir / LOG_FILE, self.exp_dir / PLOT_FILE)
@@ -416,9 +419,11 @@ class Trainer:
         if log.exists():
             lines = log.read_text(encoding="utf-8").splitlines(keepends=True) if self._saved_step >= 0 else []
             atomic_write_text(log, "".join(line for line in lines if _log_step(line) <= self.state.step))
-        self._append_log({"event": "start", "step": self.state.step})
+        self._append_log({"event": "start", "step": self.state.step, "command": self._command})
 
     def _append_log(self, record: dict[str, Any]) -> None:
+        """One record, stamped with the wall-clock time (what `read_train_log` sums into training time)."""
+        record = {**record, "time": round(time.time(), 3)}
         # one write() of one line to an O_APPEND file: a crash cannot leave a broken line mid-file
         with open(self.exp_dir / LOG_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

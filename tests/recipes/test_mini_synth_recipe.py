@@ -133,18 +133,18 @@ def test_reruns_redo_exactly_what_changed(recipe: Path) -> None:
     def decoded(dset: str, method: str) -> dict:
         return json.loads((recipe / am / f"decode_{dset}_{method}/parts/0-of-1.info.json").read_text())
 
-    # 1. The decode config: beam8's beam becomes 4.
+    # 1. The decode config: beam8's beam becomes 12.
     conf = recipe / "conf/decode_ctc.yaml"
-    conf.write_text(conf.read_text().replace("beam: 8", "beam: 4"))
+    conf.write_text(conf.read_text().replace("beam: 8", "beam: 12"))
     before = snapshot(recipe)
     proc = rerun()
-    assert proc.returncode != 0 and "differs in: search.beam (8 -> 4)" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "differs in: search.beam (8 -> 12)" in proc.stdout + proc.stderr
     assert snapshot(recipe) == before  # nothing lost
     proc = rerun("--force", "true")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     redone = changed(before, snapshot(recipe))
     assert {p.split("/")[2] for p in redone} == {"decode_dev_beam8", "decode_test_beam8"}, sorted(redone)
-    assert decoded("test", "beam8")["inputs"]["search.beam"] == 4
+    assert decoded("test", "beam8")["inputs"]["search.beam"] == 12
 
     # 2. The checkpoint: the newest instead of the average.
     before = snapshot(recipe)

@@ -210,9 +210,9 @@ def where_killed(exp_dir: Path, log: Path, earlier: set[Path]) -> str:
 
 
 def log_records(exp_dir: Path) -> list[dict[str, object]]:
-    """train_log.jsonl without start events and timings (`items_per_s`)."""
+    """train_log.jsonl without start/end events and timings (`items_per_s`, `time`)."""
     records = [json.loads(line) for line in (exp_dir / "train_log.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "items_per_s"} for r in records if "event" not in r]
+    return [{k: v for k, v in r.items() if k not in ("items_per_s", "time")} for r in records if "event" not in r]
 
 
 def final_weights(exp_dir: Path) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from asrllm.bin import train
+from asrllm.models.trained import read_train_log
 from asrllm.testing.dummies import make_char_tokenizer, make_datadir
 from asrllm.config import load_yaml
 from asrllm.train.checkpoint import MODEL_FILE, checkpoint_step, latest_checkpoint, list_checkpoints, load_model_state
@@ -124,8 +125,11 @@ def test_rerun_rule_same_skips_other_config_stops_force_retrains(setup: Path, ca
     assert load_yaml(exp / "config.yaml")["model"]["encoder"]["num_layers"] == 1
     assert not (exp / "model_avg.safetensors").exists()
     assert checkpoint_steps(exp)[-1] == first_steps[-1]  # one epoch again, not resumed
-    starts = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines() if '"event"' in line]
-    assert starts == [{"event": "start", "step": 0}]
+    events = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines() if '"event"' in line]
+    assert [(e["event"], e["step"]) for e in events] == [("start", 0), ("end", checkpoint_steps(exp)[-1])]
+    assert events[0]["command"].startswith("python -m asrllm.bin.train --config ") and "--force" in events[0]["command"]
+    command, seconds = read_train_log(exp)
+    assert command == events[0]["command"] and seconds == pytest.approx(events[1]["time"] - events[0]["time"], abs=0.1)
     new_weights = final_params(exp)
     assert not any(k.startswith("encoder.blocks.1.") for k in new_weights)
     assert {k for k in first_weights if k.startswith("encoder.blocks.1.")}

@@ -152,5 +152,6 @@ def test_log_lines_are_json(tmp_path: Path) -> None:
     x, y = toy_data()
     train(tmp_path, ToyLoader(x, y, 8), max_epochs=1)
     lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
-    assert json.loads(lines[0]) == {"event": "start", "step": 0}
-    assert all(isinstance(json.loads(line), dict) for line in lines)
+    records = [json.loads(line) for line in lines]
+    assert {k: v for k, v in records[0].items() if k != "time"} == {"event": "start", "step": 0, "command": None}
+    assert records[-1]["event"] == "end" and all(isinstance(r["time"], float) for r in records)

@@ -71,6 +71,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from asrllm.batched import BatchedState
 from asrllm.config import ConfigError, apply_umask, from_dict, load_yaml, make_temp_dir, save_config
 from asrllm.data.hf_tokenizer import HFTokenizer
 from asrllm.data.tokenizer import (
@@ -81,7 +82,6 @@ from asrllm.data.tokenizer import (
     TokenizerConfig,
     load_tokenizer,
 )
-from asrllm.search.scorer import ScorerState
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +152,10 @@ class LLMConfig:
 
 
 @dataclasses.dataclass
-class LMState(ScorerState):
+class LMState(BatchedState):
     """KV cache and positions of N hypotheses; every field has the hypothesis dimension first.
 
-    The default `ScorerState.select` (index_select per field, element-wise over the per-layer
+    The default `BatchedState.select` (index_select per field, element-wise over the per-layer
     tuples) is a correct reorder; `LLMAdapter.select_state` adds dropping of dead cache columns.
     """
 

@@ -3,12 +3,13 @@
 Public API only; see STYLE.md "A proposed decomposition of asrllm/search/".
 """
 
+from asrllm.batched import BatchedState
 from asrllm.search.build import SCHEDULES, SEARCHES, CTCSearch, build_schedule, build_search
 from asrllm.search.config import FusionConfig, SearchConfig
 from asrllm.search.fusion import FusionSchedule, LabelPrior, NoFusion
 from asrllm.search.greedy import CTCGreedySearch, ctc_greedy
 from asrllm.search.hyps import NBestEntry, read_nbest_jsonl, write_nbest_jsonl
-from asrllm.search.scorer import PartialScorer, Scorer, ScorerState
+from asrllm.search.scorer import PartialScorer, Scorer
 from asrllm.search.time_sync import CTCTimeSyncSearch
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
     "NoFusion",
     "PartialScorer",
     "Scorer",
-    "ScorerState",
+    "BatchedState",
     "SearchConfig",
     "build_schedule",
     "build_search",

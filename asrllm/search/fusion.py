@@ -32,7 +32,8 @@ import math
 import torch
 from torch import Tensor
 
-from asrllm.search.scorer import PartialScorer, ScorerState
+from asrllm.batched import BatchedState
+from asrllm.search.scorer import PartialScorer
 
 PRIOR = "prior"  # score name under which the label prior is recorded
 
@@ -82,7 +83,7 @@ class LabelPrior(PartialScorer):
         return None
 
     def score_partial(
-        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None
+        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None
     ) -> tuple[Tensor, None]:
         return self.log_prior.to(cand.device)[cand], None  # (N, S)
 
@@ -92,18 +93,18 @@ class FusionSchedule:
 
     Subclasses set `weights` (scorer name -> weight, insertion order = record order) and override
     the hooks they need. Hooks never modify their inputs; per-search state lives in the returned
-    `ScorerState`, never in `self` (A4).
+    `BatchedState`, never in `self` (A4).
     """
 
     def __init__(self, prior: LabelPrior | None = None) -> None:
         self.prior = prior
         self.weights: dict[str, float] = {} if prior is None else {PRIOR: prior.weight}
 
-    def init_state(self, batch_size: int, beam: int, device: torch.device) -> ScorerState | None:
+    def init_state(self, batch_size: int, beam: int, device: torch.device) -> BatchedState | None:
         """(optional) State for N = batch_size·beam empty prefixes."""
         return None
 
-    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
         """(optional) Hook (a): scores of appending cand (N, S) to prefixes tokens (N, L), lengths (N,).
 
         Returns name -> (N, S) unweighted log-scores, added before pruning. Default: the prior.
@@ -113,7 +114,7 @@ class FusionSchedule:
         scores, _ = self.prior.score_partial(tokens, lengths, cand, None)
         return {PRIOR: scores}
 
-    def select_state(self, state: ScorerState | None, src: Tensor) -> ScorerState | None:
+    def select_state(self, state: BatchedState | None, src: Tensor) -> BatchedState | None:
         """(optional) Reorder after pruning: new hypothesis n continues old hypothesis src[n] (N,)."""
         return None if state is None else state.select(src)
 
@@ -124,8 +125,8 @@ class FusionSchedule:
         is_new: Tensor,
         active: Tensor,
         frame: int,
-        state: ScorerState | None,
-    ) -> tuple[dict[str, Tensor], ScorerState | None]:
+        state: BatchedState | None,
+    ) -> tuple[dict[str, Tensor], BatchedState | None]:
         """(optional) Hook (b), after the pruning of frame `frame`.
 
         tokens (N, L), lengths (N,): the surviving prefixes; is_new (N,) bool: the prefix emitted
@@ -134,7 +135,7 @@ class FusionSchedule:
         """
         return {}, state
 
-    def final(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+    def final(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
         """(optional) Hook (c): end-of-sentence scores, name -> (N,) unweighted. Default: none."""
         return {}
 

@@ -36,12 +36,13 @@ import math
 import torch
 from torch import Tensor
 
+from asrllm.batched import BatchedState
 from asrllm.models.llm import LLMAdapter, LMState
-from asrllm.search.scorer import Scorer, ScorerState
+from asrllm.search.scorer import Scorer
 
 
 @dataclasses.dataclass
-class LMScorerState(ScorerState):
+class LMScorerState(BatchedState):
     """The adapter's cache plus how much of each prefix it holds; hypothesis dimension first."""
 
     lm: LMState  # KV cache after BOS + the first `fed[n]` labels of hypothesis n
@@ -69,7 +70,7 @@ class LMScorer(Scorer):
         state = self.lm.init_state(n)
         return LMScorerState(lm=state, fed=torch.zeros(n, dtype=torch.long, device=state.positions.device))
 
-    def score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> tuple[Tensor, LMScorerState]:
+    def score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> tuple[Tensor, LMScorerState]:
         """logp (N, V) of the label after each prefix tokens (N, L), lengths (N,); feeds only unseen labels."""
         assert isinstance(state, LMScorerState), type(state)
         new = lengths - state.fed  # (N,) labels not yet in the cache
@@ -89,11 +90,11 @@ class LMScorer(Scorer):
             logp = logp.index_copy(0, idle, self.lm.next_log_probs(lm_state, idle))
         return self._temper(logp), LMScorerState(lm=lm_state, fed=lengths.clone())
 
-    def select_state(self, state: ScorerState | None, src: Tensor) -> LMScorerState:
+    def select_state(self, state: BatchedState | None, src: Tensor) -> LMScorerState:
         assert isinstance(state, LMScorerState), type(state)
         return LMScorerState(lm=self.lm.select_state(state.lm, src), fed=state.fed.index_select(0, src))
 
-    def final_score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> Tensor:
+    def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
         """(N,) log p(EOS | prefix), feeding labels the state has not seen yet."""
         logp, _ = self.score(tokens, lengths, state)
         return logp[:, self.lm.eos_id]

@@ -3,10 +3,11 @@
 Shapes: B utterances, K beam, N = B·K hypotheses (hypothesis n belongs to utterance n // K),
 T frames, V vocabulary, S candidate labels per hypothesis, L label length.
 
-A scorer gives log-scores of the next label for N hypotheses at once. Its state is a `ScorerState`
-dataclass whose tensor fields all have the hypothesis dimension first, so that reordering after
-pruning is one `index_select` per field (`ScorerState.select`) and the search never sees what is
-inside (KV caches, CTC prefix variables, ...).
+A scorer gives log-scores of the next label for N hypotheses at once. Its state is a
+`BatchedState` dataclass (asrllm/batched.py, below both models and search, since model states such
+as the LLM's KV cache are states too) whose tensor fields all have the hypothesis dimension first,
+so that reordering after pruning is one `index_select` per field (`BatchedState.select`) and the
+search never sees what is inside (KV caches, CTC prefix variables, ...).
 
 Two kinds, told apart by type, never by name (R4):
 - `Scorer`: scores the full vocabulary, (N, V). Example: an LM.
@@ -23,44 +24,18 @@ Unlike ESPnet's `scorer_interface.py` there is no single-hypothesis variant: eve
 from __future__ import annotations
 
 import abc
-import dataclasses
 
 import torch
 from torch import Tensor
 
-
-@dataclasses.dataclass
-class ScorerState:
-    """Base of every scorer state: tensor fields carry the hypothesis dimension N first.
-
-    Subclasses add fields; non-tensor fields (ints, strings, None) are shared by all hypotheses and
-    are carried over unchanged by `select`. Fields that are lists/tuples of tensors (one per layer,
-    e.g. a KV cache) are selected element-wise.
-
-    >>> @dataclasses.dataclass
-    ... class Counter(ScorerState):
-    ...     count: Tensor  # (N,)
-    >>> Counter(torch.tensor([5, 6, 7])).select(torch.tensor([2, 2, 0])).count
-    tensor([7, 7, 5])
-    """
-
-    def select(self, src: Tensor) -> ScorerState:
-        """A new state whose hypothesis n is this state's hypothesis src[n]; src: (N',) int64."""
-        changes = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Tensor):
-                changes[f.name] = value.index_select(0, src)
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Tensor) for v in value):
-                changes[f.name] = type(value)(v.index_select(0, src) for v in value)
-        return dataclasses.replace(self, **changes)
+from asrllm.batched import BatchedState
 
 
 class Scorer(abc.ABC):
     """Scores the next label of N hypotheses over the full vocabulary (ESPnet `BatchScorerInterface`)."""
 
     @abc.abstractmethod
-    def init_state(self, batch_size: int, beam: int, enc: Tensor | None, enc_lens: Tensor | None) -> ScorerState | None:
+    def init_state(self, batch_size: int, beam: int, enc: Tensor | None, enc_lens: Tensor | None) -> BatchedState | None:
         """(required) State of N = batch_size·beam empty prefixes.
 
         enc: (B, T, D) encoder output or log-probs, or None for scorers that do not look at audio.
@@ -68,18 +43,18 @@ class Scorer(abc.ABC):
         """
 
     @abc.abstractmethod
-    def score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> tuple[Tensor, ScorerState | None]:
+    def score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> tuple[Tensor, BatchedState | None]:
         """(required) Log-scores of every next label given each prefix.
 
         tokens: (N, L) int64 label prefixes, padded; lengths: (N,) int64.
         Returns logp (N, V) and the state after the prefixes (the input state is not modified).
         """
 
-    def select_state(self, state: ScorerState | None, src: Tensor) -> ScorerState | None:
+    def select_state(self, state: BatchedState | None, src: Tensor) -> BatchedState | None:
         """(optional) Reorder after pruning: hypothesis n of the result is hypothesis src[n] (N',)."""
         return None if state is None else state.select(src)
 
-    def final_score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> Tensor:
+    def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
         """(optional) End-of-sentence log-score of each prefix, (N,). Default: 0."""
         return torch.zeros(tokens.shape[0], device=tokens.device)
 
@@ -89,11 +64,11 @@ class PartialScorer(Scorer):
 
     @abc.abstractmethod
     def score_partial(
-        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None
-    ) -> tuple[Tensor, ScorerState | None]:
+        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None
+    ) -> tuple[Tensor, BatchedState | None]:
         """(required) Log-scores of candidates cand (N, S) int64 after each prefix: logp (N, S), new state."""
 
-    def score(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> tuple[Tensor, ScorerState | None]:
+    def score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> tuple[Tensor, BatchedState | None]:
         """(optional) Full-vocabulary scores via `score_partial` over all labels; override when cheaper."""
         n = tokens.shape[0]
         vocab = self.vocab_size()

@@ -35,16 +35,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from asrllm.batched import BatchedState
 from asrllm.search.fusion import FusionSchedule, NoFusion
 from asrllm.search.hyps import NBestEntry
-from asrllm.search.scorer import ScorerState
 
 _HASH_MOD = (2147483647, 2147483629)  # two primes < 2^31: h·base stays below 2^62 in int64
 _HASH_BASE = (1000003, 911382323)
 
 
 @dataclasses.dataclass
-class CTCPrefixes(ScorerState):
+class CTCPrefixes(BatchedState):
     """The running prefixes of a time-synchronous search, hypothesis dimension N first."""
 
     tokens: Tensor  # (N, L) int64 labels; positions >= lengths hold the blank id
@@ -190,9 +190,9 @@ class CTCTimeSyncSearch:
         frame: tuple[Tensor, Tensor, Tensor, Tensor],
         active: Tensor,
         p: CTCPrefixes,
-        fstate: ScorerState | None,
+        fstate: BatchedState | None,
         c: _Context,
-    ) -> tuple[CTCPrefixes, ScorerState | None]:
+    ) -> tuple[CTCPrefixes, BatchedState | None]:
         """Frame t. frame = x (B, V), x_blank (B,), cand (B, S), x_cand (B, S); active (B,)."""
         x, x_blank, cand, x_cand = frame
         names, w = c.names, c.w
@@ -306,7 +306,7 @@ class CTCTimeSyncSearch:
         return torch.stack([scores.get(n, zeros) for n in names], dim=1)  # (N, F)
 
     def _finish(
-        self, p: CTCPrefixes, fstate: ScorerState | None, c: _Context, ids: list[str]
+        self, p: CTCPrefixes, fstate: BatchedState | None, c: _Context, ids: list[str]
     ) -> list[list[NBestEntry]]:
         """Fusion hook (c), final ranking, and conversion to `NBestEntry` lists."""
         names, w = c.names, c.w

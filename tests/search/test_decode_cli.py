@@ -17,8 +17,8 @@ import torch
 from asrllm.bin import decode, score
 from asrllm.config import save_config
 from asrllm.locking import DirLock
-from asrllm.models.ctc_model import CTCModel, CTCModelConfig
 from asrllm.models.conformer import ConformerConfig
+from asrllm.models.ctc_model import CTCModel, CTCModelConfig
 from asrllm.testing.dummies import make_char_tokenizer, make_datadir
 from asrllm.train.checkpoint import MODEL_FILE, save_model_state
 

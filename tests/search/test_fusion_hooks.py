@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import Tensor
 
+from asrllm.batched import BatchedState
 from asrllm.search.fusion import FusionSchedule
-from asrllm.search.scorer import ScorerState
 from asrllm.search.time_sync import CTCTimeSyncSearch
 
 V, T, BLANK, BOS = 4, 5, 0, 0  # the bigram uses the blank id as BOS/EOS context
@@ -38,20 +38,20 @@ class LabelWiseBigram(FusionSchedule):
         self.table = table
         self.weights = {"lm": weight}
 
-    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
         return {"lm": self.table[prev_label(tokens, lengths)].gather(1, cand)}  # (N, S)
 
-    def final(self, tokens: Tensor, lengths: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+    def final(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
         return {"lm": self.table[prev_label(tokens, lengths), BOS]}  # EOS
 
 
 class DelayedBigram(LabelWiseBigram):
-    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: ScorerState | None) -> dict[str, Tensor]:
+    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
         return {}
 
     def after_prune(
-        self, tokens: Tensor, lengths: Tensor, is_new: Tensor, active: Tensor, frame: int, state: ScorerState | None
-    ) -> tuple[dict[str, Tensor], ScorerState | None]:
+        self, tokens: Tensor, lengths: Tensor, is_new: Tensor, active: Tensor, frame: int, state: BatchedState | None
+    ) -> tuple[dict[str, Tensor], BatchedState | None]:
         new = prev_label(tokens, lengths)
         before = prev_label(tokens, (lengths - 1).clamp(min=0))
         before = torch.where(lengths > 1, before, torch.full_like(before, BOS))

@@ -1,4 +1,4 @@
-"""ctc_greedy on hand-built tensors (icefall test_ctc_greedy_search style), NBestEntry JSONL, ScorerState."""
+"""ctc_greedy on hand-built tensors (icefall test_ctc_greedy_search style), NBestEntry JSONL, BatchedState."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from asrllm.search import CTCGreedySearch, NBestEntry, ScorerState, ctc_greedy, read_nbest_jsonl, write_nbest_jsonl
+from asrllm.search import BatchedState, CTCGreedySearch, NBestEntry, ctc_greedy, read_nbest_jsonl, write_nbest_jsonl
 
 
 def one_hot_log_probs(paths: list[list[int]], V: int) -> Tensor:
@@ -52,7 +52,7 @@ def test_nbest_jsonl_round_trip(tmp_path: Path) -> None:
 
 
 @dataclasses.dataclass
-class _State(ScorerState):
+class _State(BatchedState):
     x: Tensor  # (N, 2)
     layers: list[Tensor]  # per layer (N, 3)
     step: int

@@ -7,8 +7,8 @@ Simulates the LM side of a beam search: B utterances × K hypotheses (N = B·K) 
 each of `--steps` steps every hypothesis gets one new label, all N next-label distributions
 (N, V) are computed, and the beam is "pruned" by a random reorder with duplicates (as
 `select_state` sees it after top-k). Two ways:
-- cache:     `LLMAdapter.score` appends 1 label per hypothesis to the KV cache, `select_state` reorders it;
-- recompute: `LLMAdapter.prefix_log_probs` runs BOS + the whole prefix again every step (output
+- cache:     `CausalLM.score` appends 1 label per hypothesis to the KV cache, `select_state` reorders it;
+- recompute: `CausalLM.prefix_log_probs` runs BOS + the whole prefix again every step (output
              matrix only at the last position, so the baseline is not burdened with V·L work).
 Throughput = scored hypotheses per second = N·steps / wall seconds (one warm-up step excluded).
 
@@ -35,14 +35,14 @@ import torch
 from asrllm.config import load_config
 from asrllm.data.hf_tokenizer import HFTokenizer
 from asrllm.data.tokenizer import TokenizerConfig
-from asrllm.models.llm import LLMAdapter, LLMConfig, build_llm
+from asrllm.models.llm import CausalLM, LLMConfig, build_llm
 from asrllm.testing.dummies import dummy_text
 
 logger = logging.getLogger("bench_lm_scoring")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build(name: str, tokenizer_dir: str | None, device: str, dtype: str | None) -> LLMAdapter | None:
+def build(name: str, tokenizer_dir: str | None, device: str, dtype: str | None) -> CausalLM | None:
     cfg = load_config(LLMConfig, ROOT / "conf/llm" / f"{name}.yaml")
     if cfg.arch is not None:
         if tokenizer_dir is None:  # a throwaway byte-level BPE so that the preset builds anywhere
@@ -77,7 +77,7 @@ def prunes(n: int, steps: int, seed: int) -> list[torch.Tensor]:
     return [torch.randint(0, n, (n,), generator=gen).sort().values for _ in range(steps)]
 
 
-def run_cache(lm: LLMAdapter, labels: torch.Tensor, srcs: list[torch.Tensor]) -> float:
+def run_cache(lm: CausalLM, labels: torch.Tensor, srcs: list[torch.Tensor]) -> float:
     n, steps = labels.shape
     dev = str(labels.device)
     ones = torch.ones(n, dtype=torch.long, device=labels.device)
@@ -91,7 +91,7 @@ def run_cache(lm: LLMAdapter, labels: torch.Tensor, srcs: list[torch.Tensor]) ->
     return sync(dev) - start
 
 
-def run_recompute(lm: LLMAdapter, labels: torch.Tensor, srcs: list[torch.Tensor]) -> float:
+def run_recompute(lm: CausalLM, labels: torch.Tensor, srcs: list[torch.Tensor]) -> float:
     n, steps = labels.shape
     dev = str(labels.device)
     prefix = torch.zeros(n, 0, dtype=torch.long, device=labels.device)

@@ -64,8 +64,8 @@ def test_missing_llm_dir_names_yaml_key_and_path(lm_yaml: Path, caplog: pytest.L
         assert _train(lm_yaml) == 1
     missing = lm_yaml.parent / "no_such_llm"
     assert _errors(caplog) == [
-        f"{lm_yaml}: model.llm.source='{missing}': no such directory (a local HF model dir or an "
-        "LLMAdapter.save dir; set allow_online to download a hub id)"
+        f"{lm_yaml}: model.llm.source='{missing}': no such directory (a local HF model dir or a "
+        "CausalLM.save dir; set allow_online to download a hub id)"
     ]
 
 
@@ -124,7 +124,7 @@ def test_checkpoint_dirs_and_files_get_umask_permissions(tmp_path: Path, mask: i
 
 
 def test_saved_llm_dir_gets_umask_permissions(tmp_path: Path, mask: int) -> None:
-    """HF `save_pretrained` writes safetensors 0600 into a mkdtemp dir (0700); `LLMAdapter.save` fixes both."""
+    """HF `save_pretrained` writes safetensors 0600 into a mkdtemp dir (0700); `CausalLM.save` fixes both."""
     from asrllm.data.tokenizer import CharTokenizer
     from asrllm.models.llm import LLMConfig, build_llm
 

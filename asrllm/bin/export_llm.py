@@ -1,11 +1,11 @@
-"""Export the LLM of a trained language model (model_kind lm) as an LLM adapter directory.
+"""Export the LLM of a trained language model (model_kind lm) as a `CausalLM.save` directory.
 
     python -m asrllm.bin.export_llm --model-dir exp/lm_tiny_pretrain --out-dir exp/lm_tiny_pretrain/llm \\
         [--checkpoint latest]
 
-Writes `LLMAdapter.save(out_dir)` (asrllm.models.llm): `llm.yaml`, `model/` (an HF model dir),
+Writes `CausalLM.save(out_dir)` (asrllm.models.llm): `llm.yaml`, `model/` (an HF model dir),
 `tokenizer/`. LoRA updates are merged into the base weights first, so `model/` is a complete
-model. `LLMAdapter.load(out_dir)` reads the export back for scoring; another LM config starts
+model. `CausalLM.load(out_dir)` reads the export back for scoring; another LM config starts
 from it as a pre-trained LLM with `llm.source: <out_dir>` (how mini_synth fine-tunes its tiny LLM).
 `out_dir/inputs.json` is the stage record (asrllm.provenance: the LM's config and the exported
 weights' digest): an export from the same weights is skipped, from other weights it is an error
@@ -32,7 +32,7 @@ log = logging.getLogger("asrllm.export_llm")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True, type=Path, help="exp dir of the trained LM")
-    parser.add_argument("--out-dir", required=True, type=Path, help="where the adapter dir is written")
+    parser.add_argument("--out-dir", required=True, type=Path, help="where the CausalLM.save dir is written")
     parser.add_argument("--checkpoint", default="latest", help="latest | average | step_<N> dir name")
     parser.add_argument("--force", action="store_true", help="re-export if the dir was made from other weights")
     args = parser.parse_args(argv)

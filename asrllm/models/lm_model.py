@@ -1,4 +1,4 @@
-"""Language model for training and perplexity: an LLM adapter (`asrllm.models.llm`) + the LM loss.
+"""Language model for training and perplexity: a `CausalLM` (`asrllm.models.llm`) + the LM loss.
 
 Every LM of the paper (§5) is this one model kind (`model_kind: lm`), configured:
 - an LLM with its own tokens (label unit (a)): `label_unit: llm`;
@@ -61,7 +61,7 @@ class LMModelConfig:
 
 
 class LMModel(nn.Module):
-    """An LLM adapter trained or evaluated as a language model on `TextBatch`es."""
+    """A `CausalLM` trained or evaluated as a language model on `TextBatch`es."""
 
     train_data: ClassVar[type[TextData]] = TextData  # text, tokenised with the model's own tokenizer (train CLI)
 

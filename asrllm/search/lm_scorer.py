@@ -1,4 +1,4 @@
-"""`LMScorer`: a causal LM (any `LLMAdapter` of models/llm.py) as a full-vocabulary `Scorer`.
+"""`LMScorer`: a causal LM (any `CausalLM` of asrllm.models.llm) as a full-vocabulary `Scorer`.
 
 Shapes: B utterances, K beam, N = B·K hypotheses, L label length, k labels appended in one
 call, V vocabulary.
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
-from asrllm.models.llm import LLMAdapter, LMState
+from asrllm.models.llm import CausalLM, LMState
 from asrllm.search.scorer import Scorer
 
 
@@ -55,7 +55,7 @@ class LMScorer(Scorer):
     The adapter must be in eval mode (the adapter asserts it). Keeps no per-call state (A4).
     """
 
-    def __init__(self, lm: LLMAdapter, temperature: float = 1.0) -> None:
+    def __init__(self, lm: CausalLM, temperature: float = 1.0) -> None:
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ValueError(f"LMScorer: temperature={temperature} must be finite and > 0")
         self.lm = lm

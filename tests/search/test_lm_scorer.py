@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asrllm.data.tokenizer import CharTokenizer
-from asrllm.models.llm import LLMAdapter, LLMConfig, build_llm
+from asrllm.models.llm import CausalLM, LLMConfig, build_llm
 from asrllm.search.lm_scorer import LMScorer, LMScorerState
 from asrllm.search.scorer import Scorer
 
@@ -14,14 +14,14 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def lm() -> LLMAdapter:
+def lm() -> CausalLM:
     torch.manual_seed(0)
     cfg = LLMConfig(arch=dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2))
     return build_llm(cfg, label_tokenizer=CharTokenizer(list("ABCDEFGHIJ"))).eval()
 
 
-def full_log_probs(lm: LLMAdapter, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def full_log_probs(lm: CausalLM, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(N, L + 1, V): log p(· | BOS + tokens[:j]) for every j, by one full forward pass."""
     n = tokens.shape[0]
     bos = torch.full((n, 1), lm.bos_id)
@@ -29,7 +29,7 @@ def full_log_probs(lm: LLMAdapter, tokens: torch.Tensor, lengths: torch.Tensor) 
         return lm.forward_logits(torch.cat([bos, tokens], 1), lengths + 1).float().log_softmax(-1)
 
 
-def test_token_by_token_equals_full_forward(lm: LLMAdapter) -> None:
+def test_token_by_token_equals_full_forward(lm: CausalLM) -> None:
     scorer = LMScorer(lm)
     assert isinstance(scorer, Scorer) and scorer.vocab_size() == 14
     gen = torch.Generator().manual_seed(1)
@@ -45,7 +45,7 @@ def test_token_by_token_equals_full_forward(lm: LLMAdapter) -> None:
     assert torch.allclose(final, ref[:, L, lm.eos_id], atol=TOL)
 
 
-def test_several_pending_labels_and_reordering(lm: LLMAdapter) -> None:
+def test_several_pending_labels_and_reordering(lm: CausalLM) -> None:
     """Delayed-fusion use: prefixes grow by 0..3 labels between calls; pruning reorders and duplicates."""
     scorer = LMScorer(lm)
     gen = torch.Generator().manual_seed(2)
@@ -68,7 +68,7 @@ def test_several_pending_labels_and_reordering(lm: LLMAdapter) -> None:
     assert torch.allclose(final, ref[torch.arange(n), lengths + 1, lm.eos_id], atol=TOL)
 
 
-def test_dropping_hypotheses(lm: LLMAdapter) -> None:
+def test_dropping_hypotheses(lm: CausalLM) -> None:
     scorer = LMScorer(lm)
     tokens = torch.tensor([[4, 5], [6, 7], [8, 9]])
     state = scorer.init_state(1, 3, None, None)
@@ -78,7 +78,7 @@ def test_dropping_hypotheses(lm: LLMAdapter) -> None:
     assert torch.allclose(logp[0], full_log_probs(lm, tokens[[2]], torch.tensor([2]))[0, 2], atol=TOL)
 
 
-def test_temperature(lm: LLMAdapter) -> None:
+def test_temperature(lm: CausalLM) -> None:
     tokens = torch.tensor([[4, 5]])
     plain, _ = LMScorer(lm).score(tokens, torch.tensor([2]), LMScorer(lm).init_state(1, 1, None, None))
     hot = LMScorer(lm, temperature=2.0)
@@ -89,7 +89,7 @@ def test_temperature(lm: LLMAdapter) -> None:
         LMScorer(lm, temperature=0.0)
 
 
-def test_prefix_shorter_than_state_is_an_error(lm: LLMAdapter) -> None:
+def test_prefix_shorter_than_state_is_an_error(lm: CausalLM) -> None:
     scorer = LMScorer(lm)
     state = scorer.init_state(1, 1, None, None)
     _, state = scorer.score(torch.tensor([[4, 5]]), torch.tensor([2]), state)

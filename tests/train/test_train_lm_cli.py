@@ -3,7 +3,7 @@
 - The byte-level BPE of the tiny LLM loads with `transformers.AutoTokenizer` and round-trips text.
 - The train CLI trains `model_kind: lm` from a text file with the model's own tokenizer; a run
   stopped mid-epoch and resumed equals an uninterrupted one.
-- The perplexity CLI equals exp(NLL / count) computed independently with the adapter's
+- The perplexity CLI equals exp(NLL / count) computed independently with the CausalLM's
   `token_log_probs`, at token and word level.
 - An exported LLM is a pre-trained LLM for the next config (re-vocabularised to characters).
 """
@@ -22,7 +22,7 @@ from asrllm.bin import export_llm, perplexity, train
 from asrllm.models.trained import load_trained_model as load_model
 from asrllm.data.text import read_texts
 from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
-from asrllm.models.llm import LLMAdapter
+from asrllm.models.llm import CausalLM
 from asrllm.testing.dummies import make_char_tokenizer, make_datadir
 from asrllm.train.checkpoint import (
     MODEL_FILE,
@@ -118,7 +118,7 @@ def test_perplexity_equals_independent_nll(setup: Path) -> None:
 
 
 def export_pretrained(root: Path) -> Path:
-    """The pre-trained tiny LLM (exp/full) exported as an adapter dir, as mini_synth's stage 7 does."""
+    """The pre-trained tiny LLM (exp/full) exported as a CausalLM.save dir, as mini_synth's stage 7 does."""
     export = root / "exp/full/llm"
     if not export.is_dir():
         if latest_checkpoint(root / "exp/full/checkpoints") is None:
@@ -130,7 +130,7 @@ def export_pretrained(root: Path) -> Path:
 def test_export_then_fine_tune_re_vocabularised(setup: Path) -> None:
     export = export_pretrained(setup)
     trained = load_model(setup / "exp/full", "latest", torch.device("cpu"))
-    loaded = LLMAdapter.load(export)
+    loaded = CausalLM.load(export)
     tokens, lengths = torch.tensor([[loaded.bos_id, 5, 7, 9]]), torch.tensor([4])
     with torch.no_grad():
         assert torch.allclose(loaded.forward_logits(tokens, lengths), trained.llm.forward_logits(tokens, lengths))
@@ -173,7 +173,7 @@ def test_lora_checkpoints_hold_only_the_trainable_weights(setup: Path) -> None:
     model = load_model(setup / "exp/lora_full", "latest", torch.device("cpu"))
     weights = model.state_dict()
     assert all(torch.equal(weights[n], full[n]) for n in full)
-    base = LLMAdapter.load(export)
+    base = CausalLM.load(export)
     tokens, lengths = torch.tensor([[base.bos_id, 5, 7, 9]]), torch.tensor([4])
     with torch.no_grad():  # the trained LoRA update changes the scores of the reloaded base
         delta = model.llm.forward_logits(tokens, lengths) - base.forward_logits(tokens, lengths)

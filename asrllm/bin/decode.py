@@ -34,10 +34,9 @@ from pathlib import Path
 import torch
 
 from asrllm.config import ConfigError, atomic_write_text, load_config, parse_overrides
-from asrllm.data.audio import SAMPLE_RATE, read_audio
+from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.datadir import Utterance, read_datadir
-from asrllm.data.loader import collate
-from asrllm.data.sampler import pack_batches
+from asrllm.data.loader import inference_batches
 from asrllm.data.tokenizer import load_tokenizer
 from asrllm.locking import DirLock
 from asrllm.models.trained import load_trained_model, model_record
@@ -149,12 +148,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
     search_seconds = dict.fromkeys(searches, 0.0)
     encoder_seconds = 0.0
     audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
-    durations = [u.duration for u in utts]
-    for batch_idx in pack_batches(sorted(range(len(utts)), key=durations.__getitem__), durations, cfg.batch_seconds):
-        chunk = [utts[i] for i in batch_idx]
-        batch = collate(
-            [u.id for u in chunk], [read_audio(u.audio, u.id) for u in chunk], [[] for _ in chunk], [u.text for u in chunk]
-        ).to(device)
+    for batch in inference_batches(utts, cfg.batch_seconds):
+        batch = batch.to(device)
         audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
         start = time.perf_counter()
         with torch.inference_mode():

@@ -50,7 +50,7 @@ from asrllm.data import checks
 from asrllm.data.audio import AudioError, read_audio
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import DataError, Utterance, read_datadir
-from asrllm.data.sampler import BucketingSampler, check_non_negative, check_rank, rank_slice
+from asrllm.data.sampler import BucketingSampler, check_non_negative, check_rank, pack_batches, rank_slice
 from asrllm.data.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,16 @@ def collate(ids: list[str], audios: list[np.ndarray], targets: list[list[int]], 
         audio[b, : len(a)] = torch.from_numpy(a)
         padded_targets[b, : len(t)] = torch.tensor(t, dtype=torch.int64)
     return Batch(list(ids), audio, audio_lens, padded_targets, target_lens, list(texts))
+
+
+def inference_batches(utts: Sequence[Utterance], max_batch_seconds: float) -> Iterator[Batch]:
+    """Batches for decoding and statistics (no targets): utterances sorted by duration, packed to
+    `max_batch_seconds` of padded audio (`pack_batches`), audio read with `read_audio`."""
+    durations = [u.duration for u in utts]
+    for idx in pack_batches(sorted(range(len(utts)), key=durations.__getitem__), durations, max_batch_seconds):
+        chunk = [utts[i] for i in idx]
+        yield collate([u.id for u in chunk], [read_audio(u.audio, u.id) for u in chunk], [[] for _ in chunk],
+                      [u.text for u in chunk])
 
 
 def read_training_audio(u: Utterance) -> np.ndarray:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
-from asrllm.search.scorer import PartialScorer
+from asrllm.search.scorer import EncoderOutput, PartialScorer
 
 PRIOR = "prior"  # score name under which the label prior is recorded
 
@@ -79,7 +79,7 @@ class LabelPrior(PartialScorer):
     def vocab_size(self) -> int:
         return int(self.log_prior.shape[0])
 
-    def init_state(self, batch_size: int, beam: int, enc: Tensor | None, enc_lens: Tensor | None) -> None:
+    def init_state(self, batch_size: int, beam: int, enc: EncoderOutput | None) -> None:
         return None
 
     def score_partial(
@@ -104,15 +104,18 @@ class FusionSchedule:
         """(optional) State for N = batch_size·beam empty prefixes."""
         return None
 
-    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
+    def extend(
+        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None
+    ) -> tuple[dict[str, Tensor], BatchedState | None]:
         """(optional) Hook (a): scores of appending cand (N, S) to prefixes tokens (N, L), lengths (N,).
 
-        Returns name -> (N, S) unweighted log-scores, added before pruning. Default: the prior.
+        Returns name -> (N, S) unweighted log-scores, added before pruning, and the state after
+        scoring (e.g. an LM cache that now holds the prefixes). Default: the prior, state unchanged.
         """
         if self.prior is None:
-            return {}
+            return {}, state
         scores, _ = self.prior.score_partial(tokens, lengths, cand, None)
-        return {PRIOR: scores}
+        return {PRIOR: scores}, state
 
     def select_state(self, state: BatchedState | None, src: Tensor) -> BatchedState | None:
         """(optional) Reorder after pruning: new hypothesis n continues old hypothesis src[n] (N,)."""

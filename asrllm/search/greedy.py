@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asrllm.search.hyps import NBestEntry
+from asrllm.search.hyps import NBestEntry, rank_nbest
 
 
 def ctc_greedy(log_probs: Tensor, lens: Tensor, blank_id: int) -> list[list[int]]:
@@ -58,17 +58,10 @@ class CTCGreedySearch:
         hyps = ctc_greedy(log_probs, lens, self.blank_id)
         valid = torch.arange(T, device=log_probs.device)[None, :] < lens.to(log_probs.device)[:, None]  # (B, T)
         best = log_probs.max(dim=-1).values  # (B, T)
-        path = torch.where(valid, best, torch.zeros_like(best)).sum(dim=1).tolist()  # (B,)
-        return [
-            [
-                NBestEntry(
-                    utt_id=ids[b],
-                    rank=0,
-                    tokens=hyps[b],
-                    text=self.detokenize(hyps[b]) if self.detokenize else "",
-                    score=path[b],
-                    scores={"ctc": path[b]},
-                )
-            ]
-            for b in range(B)
-        ]
+        path = torch.where(valid, best, torch.zeros_like(best)).sum(dim=1)  # (B,)
+        lengths = torch.tensor([len(h) for h in hyps], dtype=torch.long)  # (B,)
+        tokens = torch.zeros(B, max([len(h) for h in hyps], default=0), dtype=torch.long)  # (B, L)
+        for b, h in enumerate(hyps):
+            tokens[b, : len(h)] = torch.tensor(h, dtype=torch.long)
+        one = torch.ones(1, dtype=path.dtype)
+        return rank_nbest(tokens, lengths, path.cpu()[:, None], ["ctc"], one, ids, 1, self.detokenize)

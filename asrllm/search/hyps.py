@@ -1,4 +1,7 @@
-"""Search output: `NBestEntry` (one hypothesis of one utterance) and its JSONL form (STYLE.md R11).
+"""Search output: `NBestEntry` (one hypothesis of one utterance), its JSONL form (STYLE.md R11),
+and `rank_nbest`, the one path from a search's final hypotheses to N-best lists.
+
+Shapes: B utterances, K hypotheses per utterance, N = B·K, L label capacity, F scorer names.
 
 N-best lists are written one JSON object per line, best first within an utterance, so that
 rescoring and scale tuning can read them back without the model.
@@ -8,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from asrllm import config
 from asrllm.config import atomic_write_text
@@ -41,6 +47,45 @@ class NBestEntry:
     def from_dict(cls, data: dict[str, Any]) -> NBestEntry:
         """Strict: unknown or missing keys and wrong types raise `ConfigError` (a ValueError) naming them."""
         return config.from_dict(cls, data, "NBestEntry")
+
+
+def rank_nbest(
+    tokens: Tensor,
+    lengths: Tensor,
+    scores: Tensor,
+    names: list[str],
+    weights: Tensor,
+    utt_ids: list[str],
+    nbest: int,
+    detokenize: Callable[[list[int]], str] | None = None,
+) -> list[list[NBestEntry]]:
+    """Per utterance its `nbest` best hypotheses, best first, as `NBestEntry` lists.
+
+    tokens (N, L), lengths (N,): the final label sequences, N = B·K, hypothesis n of utterance n // K;
+    scores (N, F): the unweighted score of each scorer `names[f]`; weights (F,): their weights. The
+    total (ranking) score is scores @ weights; hypotheses with total -inf (dead slots) are left out,
+    so a list can be shorter than `nbest`.
+    """
+    B = len(utt_ids)
+    K = tokens.shape[0] // max(B, 1)
+    assert tokens.shape[0] == B * K and 1 <= nbest <= K, (tokens.shape, B, nbest)
+    total = (scores @ weights).view(B, K)  # (B, K)
+    best, order = total.topk(nbest, dim=1)  # (B, nbest)
+    src = (order + torch.arange(B, device=order.device)[:, None] * K).view(-1)  # (B·nbest,)
+    best_l, scores_l = best.view(-1).tolist(), scores.index_select(0, src).tolist()
+    tokens_l, lengths_l = tokens.index_select(0, src).tolist(), lengths.index_select(0, src).tolist()
+    out: list[list[NBestEntry]] = []
+    for b in range(B):
+        entries = []
+        for r in range(nbest):
+            i = b * nbest + r
+            if best_l[i] == float("-inf"):
+                break
+            labels = tokens_l[i][: lengths_l[i]]
+            text = detokenize(labels) if detokenize else ""
+            entries.append(NBestEntry(utt_ids[b], r, labels, text, best_l[i], dict(zip(names, scores_l[i]))))
+        out.append(entries)
+    return out
 
 
 def write_nbest_jsonl(path: str | Path, entries: Iterable[NBestEntry]) -> None:

@@ -21,7 +21,7 @@ the end"). Label ids are those of the adapter's tokenizer: the AM's for a re-voc
 >>> lm = build_llm(LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32,
 ...     num_hidden_layers=1, num_attention_heads=2)), label_tokenizer=CharTokenizer(list("AB"))).eval()
 >>> scorer = LMScorer(lm)
->>> state = scorer.init_state(batch_size=1, beam=2, enc=None, enc_lens=None)
+>>> state = scorer.init_state(batch_size=1, beam=2, enc=None)
 >>> logp, state = scorer.score(torch.tensor([[4], [5]]), torch.tensor([1, 1]), state)
 >>> eos = scorer.final_score(torch.tensor([[4], [5]]), torch.tensor([1, 1]), state)
 >>> tuple(logp.shape), state.fed.tolist(), tuple(eos.shape)
@@ -38,7 +38,7 @@ from torch import Tensor
 
 from asrllm.batched import BatchedState
 from asrllm.models.llm import CausalLM, LMState
-from asrllm.search.scorer import Scorer
+from asrllm.search.scorer import EncoderOutput, Scorer
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ class LMScorer(Scorer):
         """V: labels the LM scores (the search's label space)."""
         return self.lm.vocab_size
 
-    def init_state(self, batch_size: int, beam: int, enc: Tensor | None, enc_lens: Tensor | None) -> LMScorerState:
+    def init_state(self, batch_size: int, beam: int, enc: EncoderOutput | None) -> LMScorerState:
         n = batch_size * beam
         state = self.lm.init_state(n)
         return LMScorerState(lm=state, fed=torch.zeros(n, dtype=torch.long, device=state.positions.device))
@@ -90,7 +90,7 @@ class LMScorer(Scorer):
             logp = logp.index_copy(0, idle, self.lm.next_log_probs(lm_state, idle))
         return self._temper(logp), LMScorerState(lm=lm_state, fed=lengths.clone())
 
-    def select_state(self, state: BatchedState | None, src: Tensor) -> LMScorerState:
+    def select_state(self, state: BatchedState | None, src: Tensor, labels: Tensor | None = None) -> LMScorerState:
         assert isinstance(state, LMScorerState), type(state)
         return LMScorerState(lm=self.lm.select_state(state.lm, src), fed=state.fed.index_select(0, src))
 
@@ -98,6 +98,14 @@ class LMScorer(Scorer):
         """(N,) log p(EOS | prefix), feeding labels the state has not seen yet."""
         logp, _ = self.score(tokens, lengths, state)
         return logp[:, self.lm.eos_id]
+
+    def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(N,) log p(labels, EOS) of whole sequences in ONE full forward pass (N-best rescoring);
+        with a temperature, through the incremental default (the renormalisation is per position)."""
+        if self.temperature != 1.0:
+            return super().score_sequence(tokens, lengths)
+        with torch.no_grad():
+            return self.lm.token_log_probs(tokens, lengths).double().sum(dim=1)
 
     def _temper(self, logp: Tensor) -> Tensor:
         return logp if self.temperature == 1.0 else (logp / self.temperature).log_softmax(-1)

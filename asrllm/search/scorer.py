@@ -24,6 +24,7 @@ Unlike ESPnet's `scorer_interface.py` there is no single-hypothesis variant: eve
 from __future__ import annotations
 
 import abc
+import dataclasses
 
 import torch
 from torch import Tensor
@@ -31,16 +32,39 @@ from torch import Tensor
 from asrllm.batched import BatchedState
 
 
+@dataclasses.dataclass(frozen=True)
+class EncoderOutput:
+    """What a search knows of the audio of B utterances, handed to every scorer's `init_state`.
+
+    Label-only scorers (LMs, the prior) ignore it; a CTC prefix scorer reads `ctc_log_probs`, an
+    AED or speech-LLM decoder reads `states` (joint decoding needs both).
+    """
+
+    lens: Tensor  # (B,) int64 valid frames
+    states: Tensor | None = None  # (B, T, D) encoder output
+    ctc_log_probs: Tensor | None = None  # (B, T, V) CTC log-softmax outputs
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lens.shape[0])
+
+
 class Scorer(abc.ABC):
-    """Scores the next label of N hypotheses over the full vocabulary (ESPnet `BatchScorerInterface`)."""
+    """Scores the next label of N hypotheses over the full vocabulary (ESPnet `BatchScorerInterface`).
+
+    States. `init_state` gives the state of N empty prefixes; `score` returns the state after the
+    given prefixes (N of them), which the search reorders with `select_state` after pruning. A
+    state never holds anything per candidate label unless the scorer is partial (below).
+    """
 
     @abc.abstractmethod
-    def init_state(self, batch_size: int, beam: int, enc: Tensor | None, enc_lens: Tensor | None) -> BatchedState | None:
-        """(required) State of N = batch_size·beam empty prefixes.
+    def vocab_size(self) -> int:
+        """(required) V: the number of labels this scorer knows (the search checks it against the AM's)."""
 
-        enc: (B, T, D) encoder output or log-probs, or None for scorers that do not look at audio.
-        enc_lens: (B,) int64 valid frames.
-        """
+    @abc.abstractmethod
+    def init_state(self, batch_size: int, beam: int, enc: EncoderOutput | None) -> BatchedState | None:
+        """(required) State of N = batch_size·beam empty prefixes; enc: the audio, None for label-only use
+        (e.g. rescoring text)."""
 
     @abc.abstractmethod
     def score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> tuple[Tensor, BatchedState | None]:
@@ -50,17 +74,37 @@ class Scorer(abc.ABC):
         Returns logp (N, V) and the state after the prefixes (the input state is not modified).
         """
 
-    def select_state(self, state: BatchedState | None, src: Tensor) -> BatchedState | None:
-        """(optional) Reorder after pruning: hypothesis n of the result is hypothesis src[n] (N',)."""
+    def select_state(self, state: BatchedState | None, src: Tensor, labels: Tensor | None = None) -> BatchedState | None:
+        """(optional) Reorder after pruning: hypothesis n of the result continues hypothesis src[n] (N',);
+        labels (N',) int64 is the label it appended (-1: none), for states that hold per-candidate
+        information (`PartialScorer`). Default: `state.select(src)`."""
         return None if state is None else state.select(src)
 
     def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
         """(optional) End-of-sentence log-score of each prefix, (N,). Default: 0."""
         return torch.zeros(tokens.shape[0], device=tokens.device)
 
+    def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(optional) Whole-sequence log-score (N,) of label sequences tokens (N, L), lengths (N,),
+        end of sentence included: what N-best rescoring adds. The default feeds the labels one
+        position at a time through `score` (a loop over positions, never over hypotheses);
+        scorers that can score a whole sequence in one call override it."""
+        n = tokens.shape[0]
+        state = self.init_state(n, 1, None)
+        total = torch.zeros(n, dtype=torch.float64, device=tokens.device)
+        for pos in range(int(lengths.max()) if n else 0):
+            logp, state = self.score(tokens[:, :pos], torch.full_like(lengths, pos).clamp(max=lengths), state)
+            gained = logp.gather(1, tokens[:, pos : pos + 1].clamp(min=0))[:, 0].double()  # (N,)
+            total += torch.where(pos < lengths, gained, torch.zeros_like(gained))
+        return total + self.final_score(tokens, lengths, state).double()
+
 
 class PartialScorer(Scorer):
-    """A scorer that can score only S given candidate labels per hypothesis (ESPnet `PartialScorerInterface`)."""
+    """A scorer that can score only S given candidate labels per hypothesis (ESPnet `PartialScorerInterface`).
+
+    Its state after `score_partial` may hold information per candidate, (N, S, ...) (a CTC prefix
+    scorer's prefix probabilities of each extension); `select_state` then gets the chosen labels.
+    """
 
     @abc.abstractmethod
     def score_partial(
@@ -74,7 +118,3 @@ class PartialScorer(Scorer):
         vocab = self.vocab_size()
         cand = torch.arange(vocab, device=tokens.device).expand(n, vocab)  # (N, V)
         return self.score_partial(tokens, lengths, cand, state)
-
-    @abc.abstractmethod
-    def vocab_size(self) -> int:
-        """(required) V: the number of labels this scorer knows."""

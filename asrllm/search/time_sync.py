@@ -37,7 +37,7 @@ from torch import Tensor
 
 from asrllm.batched import BatchedState
 from asrllm.search.fusion import FusionSchedule, NoFusion
-from asrllm.search.hyps import NBestEntry
+from asrllm.search.hyps import NBestEntry, rank_nbest
 
 _HASH_MOD = (2147483647, 2147483629)  # two primes < 2^31: h·base stays below 2^62 in int64
 _HASH_BASE = (1000003, 911382323)
@@ -68,6 +68,16 @@ class _Context:
     cand_cols: Tensor  # (S,) 0..S-1
     hash_mod: Tensor  # (2,)
     hash_base: Tensor  # (2,)
+
+
+def _stack(scores: dict[str, Tensor], names: list[str], shape: tuple[int, ...], w: Tensor) -> Tensor:
+    """name -> tensor of `shape` dict to shape + (F,) in `names` order; a missing name counts 0, an
+    unknown one (a misspelt scorer name in a schedule) is an error naming it."""
+    unknown = sorted(set(scores) - set(names))
+    if unknown:
+        raise ValueError(f"fusion scores {unknown} have no weight (known scorers: {', '.join(names)})")
+    zeros = torch.zeros(shape, dtype=w.dtype, device=w.device)
+    return torch.stack([scores.get(n, zeros) for n in names], dim=-1)
 
 
 def _key(h: Tensor) -> Tensor:
@@ -234,9 +244,8 @@ class CTCTimeSyncSearch:
         ext_total = ext_pnb + fused[:, :, None]  # (B, K, S)
         ext_f = None
         if F:
-            ext_scores = self.fusion.extend(p.tokens, p.lengths, cand.repeat_interleave(K, dim=0), fstate)
-            zeros = torch.zeros(N, S, dtype=w.dtype, device=x.device)
-            ext_f = torch.stack([ext_scores.get(n, zeros) for n in names], dim=2).view(B, K * S, F)  # (B, K·S, F)
+            ext_scores, fstate = self.fusion.extend(p.tokens, p.lengths, cand.repeat_interleave(K, dim=0), fstate)
+            ext_f = _stack(ext_scores, names, (N, S), w).view(B, K * S, F)  # (B, K·S, F)
             ext_total = ext_total + (ext_f @ w).view(B, K, S)
 
         # Prune to the K best of the C = K·(1+S) candidates (column 0 of each hypothesis = stay).
@@ -284,7 +293,7 @@ class CTCTimeSyncSearch:
             active_n = active.repeat_interleave(K)  # (N,)
             scores, fstate = self.fusion.after_prune(new.tokens, new.lengths, is_ext & active_n, active_n, t, fstate)
             if scores:
-                new = dataclasses.replace(new, fusion=new.fusion + self._stack(scores, names, N, w))
+                new = dataclasses.replace(new, fusion=new.fusion + _stack(scores, names, (N,), w))
         return new, fstate
 
     def _threshold(self, p: CTCPrefixes, B: int, active: Tensor, w: Tensor) -> CTCPrefixes:
@@ -297,42 +306,18 @@ class CTCTimeSyncSearch:
         neg_inf = float("-inf")
         return dataclasses.replace(p, pb=p.pb.masked_fill(dead, neg_inf), pnb=p.pnb.masked_fill(dead, neg_inf))
 
-    @staticmethod
-    def _stack(scores: dict[str, Tensor], names: list[str], N: int, w: Tensor) -> Tensor:
-        """name -> (N,) dict to (N, F) in `names` order; missing names count 0; unknown are errors."""
-        unknown = sorted(set(scores) - set(names))
-        assert not unknown, (unknown, names)
-        zeros = torch.zeros(N, dtype=w.dtype, device=w.device)
-        return torch.stack([scores.get(n, zeros) for n in names], dim=1)  # (N, F)
-
     def _finish(
         self, p: CTCPrefixes, fstate: BatchedState | None, c: _Context, ids: list[str]
     ) -> list[list[NBestEntry]]:
         """Fusion hook (c), final ranking, and conversion to `NBestEntry` lists."""
         names, w = c.names, c.w
-        B, K, N = len(ids), self.beam, len(ids) * self.beam
+        N = len(ids) * self.beam
         fusion = p.fusion
         if names:
             final = self.fusion.final(p.tokens, p.lengths, fstate)
             if final:
-                fusion = fusion + self._stack(final, names, N, w)
+                fusion = fusion + _stack(final, names, (N,), w)
         ctc = torch.logaddexp(p.pb, p.pnb)  # (N,)
-        total = (ctc + (fusion @ w if names else 0.0)).view(B, K)  # (B, K)
-        best, order = total.topk(self.nbest, dim=1)  # (B, nbest)
-        src = (order + torch.arange(B, device=order.device)[:, None] * K).view(-1)  # (B·nbest,)
-        best_l, ctc_l = best.view(-1).tolist(), ctc.index_select(0, src).tolist()
-        fusion_l, lengths_l = fusion.index_select(0, src).tolist(), p.lengths.index_select(0, src).tolist()
-        tokens_l = p.tokens.index_select(0, src).tolist()
-        out: list[list[NBestEntry]] = []
-        for b in range(B):
-            entries = []
-            for r in range(self.nbest):
-                i = b * self.nbest + r
-                if best_l[i] == float("-inf"):
-                    break
-                labels = tokens_l[i][: lengths_l[i]]
-                scores = {"ctc": ctc_l[i], **dict(zip(names, fusion_l[i]))}
-                text = self.detokenize(labels) if self.detokenize else ""
-                entries.append(NBestEntry(ids[b], r, labels, text, best_l[i], scores))
-            out.append(entries)
-        return out
+        scores = torch.cat([ctc[:, None], fusion], dim=1)  # (N, 1 + F): CTC first, weight 1
+        weights = torch.cat([torch.ones(1, dtype=w.dtype, device=w.device), w])
+        return rank_nbest(p.tokens, p.lengths, scores, ["ctc", *names], weights, ids, self.nbest, self.detokenize)

@@ -20,7 +20,11 @@ import torch
 from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import Utterance, read_datadir, write_datadir
-from asrllm.data.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
+from asrllm.config import save_config
+from asrllm.data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
+from asrllm.models.conformer import ConformerConfig
+from asrllm.models.ctc_model import CTCModel, CTCModelConfig
+from asrllm.train.checkpoint import save_model_state
 
 WORDS = (
     "THE QUICK BROWN FOX JUMPS OVER A LAZY DOG AND SHE SELLS SEA SHELLS BY SHORE "
@@ -157,3 +161,16 @@ def make_char_tokenizer(data_dir: str | Path, out_dir: str | Path) -> Tokenizer:
     text_file = out_dir / "train_text.txt"
     text_file.write_text("".join(f"{u.text}\n" for u in read_datadir(data_dir)), encoding="utf-8")
     return train_tokenizer(TokenizerConfig(kind="char"), text_file, out_dir)
+
+
+def make_ctc_exp_dir(exp: Path, seed: int, name: str = "model_avg.safetensors") -> None:
+    """An experiment dir of an untrained tiny CTC model, as training leaves it for decoding: the
+    char tokenizer of `<exp>/../data/dev`, config.yaml and the weights `name` (seeded)."""
+    tok_dir = exp / "tokenizer"
+    tok = load_tokenizer(tok_dir) if tok_dir.exists() else make_char_tokenizer(exp.parent / "data/dev", tok_dir)
+    cfg = CTCModelConfig(vocab_size=tok.vocab_size, encoder=ConformerConfig(num_layers=1, d_model=16, num_heads=2, ff_dim=32))
+    save_config({"model_kind": "ctc", "model": cfg}, exp / "config.yaml")
+    torch.manual_seed(seed)
+    path = exp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model_state(CTCModel(cfg).state_dict(), path)

@@ -12,15 +12,11 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 
 from asrllm.bin import decode, score
-from asrllm.config import save_config
 from asrllm.locking import DirLock
-from asrllm.models.conformer import ConformerConfig
-from asrllm.models.ctc_model import CTCModel, CTCModelConfig
-from asrllm.testing.dummies import make_char_tokenizer, make_datadir
-from asrllm.train.checkpoint import MODEL_FILE, save_model_state
+from asrllm.testing.dummies import make_ctc_exp_dir, make_datadir
+from asrllm.train.checkpoint import MODEL_FILE
 
 DECODE = """
 methods:
@@ -29,22 +25,10 @@ methods:
 """
 
 
-def write_model(exp: Path, seed: int, name: str = "model_avg.safetensors") -> None:
-    tok = make_char_tokenizer(exp.parent / "data/dev", exp / "tokenizer") if not (exp / "tokenizer").exists() else None
-    vocab = tok.vocab_size if tok is not None else json.loads((exp / "vocab.json").read_text())
-    (exp / "vocab.json").write_text(json.dumps(vocab))
-    cfg = CTCModelConfig(vocab_size=vocab, encoder=ConformerConfig(num_layers=1, d_model=16, num_heads=2, ff_dim=32))
-    save_config({"model_kind": "ctc", "model": cfg}, exp / "config.yaml")
-    torch.manual_seed(seed)
-    path = exp / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model_state(CTCModel(cfg).state_dict(), path)
-
-
 @pytest.fixture()
 def setup(tmp_path: Path) -> Path:
     make_datadir(tmp_path / "data/dev", 4, seed=0)
-    write_model(tmp_path / "exp", seed=0)
+    make_ctc_exp_dir(tmp_path / "exp", seed=0)
     (tmp_path / "decode.yaml").write_text(DECODE)
     return tmp_path
 
@@ -86,7 +70,7 @@ def test_same_inputs_skip_and_changed_search_is_named(setup: Path, caplog: pytes
 def test_changed_weights_and_checkpoint(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert run(setup) == 0
     before = info(setup, "greedy")
-    write_model(setup / "exp", seed=1)  # "retrained"
+    make_ctc_exp_dir(setup / "exp", seed=1)  # "retrained"
     caplog.set_level(logging.ERROR)
     assert run(setup) == 1
     assert "differs in: model.weights" in caplog.text
@@ -97,7 +81,7 @@ def test_changed_weights_and_checkpoint(setup: Path, caplog: pytest.LogCaptureFi
     caplog.clear()
     assert run(setup, checkpoint="step_00000007") == 1  # a missing checkpoint is an error, decoded or not
     assert "step_00000007" in caplog.text and "does not exist" in caplog.text
-    write_model(setup / "exp", seed=2, name=f"checkpoints/step_00000007/{MODEL_FILE}")
+    make_ctc_exp_dir(setup / "exp", seed=2, name=f"checkpoints/step_00000007/{MODEL_FILE}")
     assert run(setup, checkpoint="step_00000007") == 1
     assert "checkpoint" in caplog.text and "model.weights" in caplog.text
     assert run(setup, "--force", checkpoint="step_00000007") == 0
@@ -142,7 +126,7 @@ def test_scoring_refuses_parts_of_another_model(setup: Path, caplog: pytest.LogC
     assert score.main(argv) == 0
     metrics = json.loads((setup / "exp/decode_dev_greedy/metrics.json").read_text())
     assert metrics["num_utts"] == 4 and metrics["normalizer"] == "open_asr_2026_03"
-    write_model(setup / "exp", seed=1)  # retrained, not yet decoded again
+    make_ctc_exp_dir(setup / "exp", seed=1)  # retrained, not yet decoded again
     caplog.set_level(logging.ERROR)
     assert score.main(argv) == 1
     assert "was decoded from other inputs than" in caplog.text and "differs in: model.weights" in caplog.text

@@ -38,16 +38,20 @@ class LabelWiseBigram(FusionSchedule):
         self.table = table
         self.weights = {"lm": weight}
 
-    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
-        return {"lm": self.table[prev_label(tokens, lengths)].gather(1, cand)}  # (N, S)
+    def extend(
+        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None
+    ) -> tuple[dict[str, Tensor], BatchedState | None]:
+        return {"lm": self.table[prev_label(tokens, lengths)].gather(1, cand)}, state  # (N, S)
 
     def final(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
         return {"lm": self.table[prev_label(tokens, lengths), BOS]}  # EOS
 
 
 class DelayedBigram(LabelWiseBigram):
-    def extend(self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
-        return {}
+    def extend(
+        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None
+    ) -> tuple[dict[str, Tensor], BatchedState | None]:
+        return {}, state
 
     def after_prune(
         self, tokens: Tensor, lengths: Tensor, is_new: Tensor, active: Tensor, frame: int, state: BatchedState | None
@@ -105,3 +109,26 @@ def test_weight_zero_fusion_changes_no_ranking() -> None:
     for a, b in zip(plain, fused):
         assert [e.tokens for e in a] == [e.tokens for e in b]
         assert [e.score for e in a] == [e.score for e in b]
+
+
+@pytest.mark.parametrize("hook", ["extend", "after_prune", "final"])
+def test_a_score_name_without_weight_is_an_error_in_every_hook(hook: str) -> None:
+    """A schedule that returns a misspelt scorer name must fail, not count 0 (in any hook)."""
+    table = bigram(0)
+
+    class Misspelt(LabelWiseBigram):
+        def extend(self, tokens, lengths, cand, state):  # type: ignore[no-untyped-def]
+            scores, state = super().extend(tokens, lengths, cand, state)
+            return ({"lmm": scores["lm"]} if hook == "extend" else scores), state
+
+        def after_prune(self, tokens, lengths, is_new, active, frame, state):  # type: ignore[no-untyped-def]
+            zeros = torch.zeros(tokens.shape[0], dtype=torch.float64)
+            return ({"lmm": zeros} if hook == "after_prune" else {}), state
+
+        def final(self, tokens, lengths, state):  # type: ignore[no-untyped-def]
+            return {"lmm": super().final(tokens, lengths, state)["lm"]} if hook == "final" else {}
+
+    lp = torch.randn(1, T, V, dtype=torch.float64).log_softmax(-1)
+    search = CTCTimeSyncSearch(blank_id=BLANK, beam=4, fusion=Misspelt(table, 0.5))
+    with pytest.raises(ValueError, match=r"fusion scores \['lmm'\] have no weight \(known scorers: lm\)"):
+        search(lp, torch.tensor([T]))

@@ -36,7 +36,7 @@ def test_token_by_token_equals_full_forward(lm: CausalLM) -> None:
     B, K, L = 2, 3, 6
     tokens = torch.randint(3, 14, (B * K, L), generator=gen)  # (N, L)
     ref = full_log_probs(lm, tokens, torch.full((B * K,), L))  # (N, L + 1, V)
-    state = scorer.init_state(B, K, enc=None, enc_lens=None)
+    state = scorer.init_state(B, K, enc=None)
     for t in range(L + 1):
         lengths = torch.full((B * K,), t)
         logp, state = scorer.score(tokens[:, :t], lengths, state)  # (N, V) after t labels
@@ -51,7 +51,7 @@ def test_several_pending_labels_and_reordering(lm: CausalLM) -> None:
     gen = torch.Generator().manual_seed(2)
     n, L = 4, 8
     tokens = torch.randint(3, 14, (n, L), generator=gen)  # (N, L) the hypotheses' full label sequences
-    state = scorer.init_state(1, n, None, None)
+    state = scorer.init_state(1, n, None)
     lengths = torch.zeros(n, dtype=torch.long)
     for grow, src in [([1, 0, 3, 2], [0, 1, 2, 3]), ([2, 2, 0, 1], [2, 2, 0, 3]), ([1, 0, 2, 0], [3, 1, 1, 0])]:
         lengths = lengths + torch.tensor(grow)
@@ -71,7 +71,7 @@ def test_several_pending_labels_and_reordering(lm: CausalLM) -> None:
 def test_dropping_hypotheses(lm: CausalLM) -> None:
     scorer = LMScorer(lm)
     tokens = torch.tensor([[4, 5], [6, 7], [8, 9]])
-    state = scorer.init_state(1, 3, None, None)
+    state = scorer.init_state(1, 3, None)
     _, state = scorer.score(tokens, torch.tensor([2, 1, 2]), state)
     state = scorer.select_state(state, torch.tensor([2]))
     logp, _ = scorer.score(tokens[[2]], torch.tensor([2]), state)
@@ -80,9 +80,9 @@ def test_dropping_hypotheses(lm: CausalLM) -> None:
 
 def test_temperature(lm: CausalLM) -> None:
     tokens = torch.tensor([[4, 5]])
-    plain, _ = LMScorer(lm).score(tokens, torch.tensor([2]), LMScorer(lm).init_state(1, 1, None, None))
+    plain, _ = LMScorer(lm).score(tokens, torch.tensor([2]), LMScorer(lm).init_state(1, 1, None))
     hot = LMScorer(lm, temperature=2.0)
-    warm, _ = hot.score(tokens, torch.tensor([2]), hot.init_state(1, 1, None, None))
+    warm, _ = hot.score(tokens, torch.tensor([2]), hot.init_state(1, 1, None))
     assert torch.allclose(warm, (plain / 2).log_softmax(-1), atol=1e-6)
     assert torch.allclose(warm.exp().sum(-1), torch.ones(1))
     with pytest.raises(ValueError, match="temperature"):
@@ -91,7 +91,21 @@ def test_temperature(lm: CausalLM) -> None:
 
 def test_prefix_shorter_than_state_is_an_error(lm: CausalLM) -> None:
     scorer = LMScorer(lm)
-    state = scorer.init_state(1, 1, None, None)
+    state = scorer.init_state(1, 1, None)
     _, state = scorer.score(torch.tensor([[4, 5]]), torch.tensor([2]), state)
     with pytest.raises(AssertionError, match="shorter"):
         scorer.score(torch.tensor([[4]]), torch.tensor([1]), state)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_score_sequence_one_pass_equals_incremental(lm: CausalLM, temperature: float) -> None:
+    """The whole-sequence score (rescoring) = the protocol's position-by-position default, which
+    feeds the KV cache incrementally: a full forward pass against the incremental path."""
+    scorer = LMScorer(lm, temperature=temperature)
+    tokens = torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0], [0, 0, 0, 0]])
+    lengths = torch.tensor([4, 2, 0])
+    one_pass = scorer.score_sequence(tokens, lengths)
+    incremental = Scorer.score_sequence(scorer, tokens, lengths)
+    assert one_pass.shape == (3,) and torch.allclose(one_pass, incremental, atol=TOL)
+    if temperature == 1.0:  # and = the sum of the full forward's label and EOS log-probs
+        assert torch.allclose(one_pass, lm.token_log_probs(tokens, lengths).double().sum(1), atol=TOL)

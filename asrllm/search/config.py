@@ -16,18 +16,20 @@ SearchConfig: nbest=3 must not exceed beam=2
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 MethodName = Literal["ctc_greedy", "ctc_time_sync"]  # keys of build.SEARCHES
-ScheduleName = Literal["none"]  # keys of build.SCHEDULES
+ScheduleName = Literal["none", "label_wise"]  # keys of build.SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """When and how strongly label scores other than CTC join the search (PAPER.md §5)."""
 
-    schedule: ScheduleName = "none"  # key in build.SCHEDULES: "none" (CTC alone, optionally with a prior)
-    weights: dict[str, float] = dataclasses.field(default_factory=dict)  # scorer name -> weight
+    schedule: ScheduleName = "none"  # key in build.SCHEDULES: "none" (CTC alone, optionally with a prior),
+    #                                   "label_wise" (each scorer's label score joins before pruning)
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)  # scorer name -> weight (λ)
     prior_scale: float = 0.0  # per emitted label add -prior_scale * log prior(label); 0 = off
 
     def __post_init__(self) -> None:
@@ -39,10 +41,10 @@ class FusionConfig:
                     f"FusionConfig: weights[{name!r}] is reserved; the CTC weight is 1 and the prior "
                     "weight is set by prior_scale"
                 )
-            if w != w:  # NaN
-                raise ValueError(f"FusionConfig: weights[{name!r}] is NaN")
-        if self.prior_scale != self.prior_scale or self.prior_scale < 0:
-            raise ValueError(f"FusionConfig: prior_scale={self.prior_scale} must be >= 0")
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"FusionConfig: weights[{name!r}]={w} must be finite and >= 0")
+        if not math.isfinite(self.prior_scale) or self.prior_scale < 0:
+            raise ValueError(f"FusionConfig: prior_scale={self.prior_scale} must be finite and >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

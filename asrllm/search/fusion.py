@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
-from asrllm.search.scorer import EncoderOutput, PartialScorer
+from asrllm.search.scorer import EncoderOutput, PartialScorer, Scorer
 
 PRIOR = "prior"  # score name under which the label prior is recorded
 
@@ -117,8 +117,9 @@ class FusionSchedule:
         scores, _ = self.prior.score_partial(tokens, lengths, cand, None)
         return {PRIOR: scores}, state
 
-    def select_state(self, state: BatchedState | None, src: Tensor) -> BatchedState | None:
-        """(optional) Reorder after pruning: new hypothesis n continues old hypothesis src[n] (N,)."""
+    def select_state(self, state: BatchedState | None, src: Tensor, labels: Tensor | None = None) -> BatchedState | None:
+        """(optional) Reorder after pruning: new hypothesis n continues old hypothesis src[n] (N,),
+        having appended labels[n] (-1: none)."""
         return None if state is None else state.select(src)
 
     def after_prune(
@@ -149,3 +150,61 @@ class NoFusion(FusionSchedule):
     >>> NoFusion().weights
     {}
     """
+
+
+@dataclasses.dataclass
+class ScorerStates(BatchedState):
+    """The states of a schedule's named scorers, each reordered by its own scorer's `select_state`."""
+
+    states: dict[str, BatchedState | None]  # scorer name -> its state (hypothesis dimension first)
+
+    def select(self, src: Tensor) -> BatchedState:
+        raise TypeError("ScorerStates are reordered by LabelWiseFusion.select_state: each scorer reorders its own")
+
+
+class LabelWiseFusion(FusionSchedule):
+    """Label-wise fusion (PAPER.md §5): every named scorer's log-score of each candidate label joins
+    the candidate's score BEFORE the frame's pruning (hook a), and its end-of-sentence score at the
+    end (hook c); a prior, if given, is added in step.
+
+    A `PartialScorer` scores only the S candidates; a full `Scorer` scores the whole vocabulary once
+    per prefix, from which the candidates are gathered. Scorer states advance lazily: after pruning
+    each surviving prefix keeps its parent's state (`select_state` with the appended label), and the
+    next `score` call feeds what the state has not seen (one label for an extended prefix, none for
+    one that stayed), in one batched call for all N hypotheses of all utterances.
+
+    The schedule owns no model: `build.py` hands it named scorers and their weights.
+    """
+
+    def __init__(self, scorers: dict[str, Scorer], weights: dict[str, float], prior: LabelPrior | None = None) -> None:
+        super().__init__(prior)
+        if set(scorers) != set(weights) or PRIOR in scorers:
+            raise ValueError(f"LabelWiseFusion: scorers {sorted(scorers)} and weights {sorted(weights)} must name "
+                             f"the same scorers (and not {PRIOR!r}, which comes with the prior)")
+        self.scorers = dict(scorers)
+        self.weights = {**weights, **self.weights}  # scorers first, then the prior
+
+    def init_state(self, batch_size: int, beam: int, device: torch.device) -> ScorerStates:
+        return ScorerStates({name: s.init_state(batch_size, beam, None) for name, s in self.scorers.items()})
+
+    def extend(
+        self, tokens: Tensor, lengths: Tensor, cand: Tensor, state: BatchedState | None
+    ) -> tuple[dict[str, Tensor], ScorerStates]:
+        assert isinstance(state, ScorerStates), type(state)
+        scores, _ = super().extend(tokens, lengths, cand, None)  # the prior, if any
+        states = {}
+        for name, scorer in self.scorers.items():
+            if isinstance(scorer, PartialScorer):
+                scores[name], states[name] = scorer.score_partial(tokens, lengths, cand, state.states[name])
+            else:
+                logp, states[name] = scorer.score(tokens, lengths, state.states[name])  # (N, V)
+                scores[name] = logp.gather(1, cand)  # (N, S)
+        return scores, ScorerStates(states)
+
+    def select_state(self, state: BatchedState | None, src: Tensor, labels: Tensor | None = None) -> ScorerStates:
+        assert isinstance(state, ScorerStates), type(state)
+        return ScorerStates({n: s.select_state(state.states[n], src, labels) for n, s in self.scorers.items()})
+
+    def final(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> dict[str, Tensor]:
+        assert isinstance(state, ScorerStates), type(state)
+        return {name: s.final_score(tokens, lengths, state.states[name]) for name, s in self.scorers.items()}

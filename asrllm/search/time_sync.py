@@ -289,7 +289,7 @@ class CTCTimeSyncSearch:
 
         # Fusion hook (b): after pruning.
         if F:
-            fstate = self.fusion.select_state(fstate, src)
+            fstate = self.fusion.select_state(fstate, src, torch.where(is_ext, label, -1))
             active_n = active.repeat_interleave(K)  # (N,)
             scores, fstate = self.fusion.after_prune(new.tokens, new.lengths, is_ext & active_n, active_n, t, fstate)
             if scores:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
-from asrllm.search.fusion import FusionSchedule
+from asrllm.search.fusion import FusionSchedule, LabelWiseFusion
+from asrllm.search.scorer import EncoderOutput, Scorer
 from asrllm.search.time_sync import CTCTimeSyncSearch
 
 V, T, BLANK, BOS = 4, 5, 0, 0  # the bigram uses the blank id as BOS/EOS context
@@ -132,3 +133,78 @@ def test_a_score_name_without_weight_is_an_error_in_every_hook(hook: str) -> Non
     search = CTCTimeSyncSearch(blank_id=BLANK, beam=4, fusion=Misspelt(table, 0.5))
     with pytest.raises(ValueError, match=r"fusion scores \['lmm'\] have no weight \(known scorers: lm\)"):
         search(lp, torch.tensor([T]))
+
+
+class BigramScorer(Scorer):
+    """The bigram table as a full-vocabulary `Scorer` (BOS/EOS context = the blank id)."""
+
+    def __init__(self, table: Tensor) -> None:
+        self.table = table
+
+    def vocab_size(self) -> int:
+        return V
+
+    def init_state(self, batch_size: int, beam: int, enc: EncoderOutput | None) -> None:
+        return None
+
+    def score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> tuple[Tensor, None]:
+        return self.table[prev_label(tokens, lengths)], None  # (N, V)
+
+    def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
+        return self.table[prev_label(tokens, lengths), BOS]
+
+
+def test_label_wise_schedule_over_a_named_scorer_is_exact() -> None:
+    """LabelWiseFusion (the schedule build.py wires) over a `Scorer`: exhaustive beam = brute force."""
+    lp = torch.randn(1, T, V, generator=torch.Generator().manual_seed(2), dtype=torch.float64).log_softmax(-1)
+    table, w = bigram(3), 0.6
+    K = sum((V - 1) ** n for n in range(T + 1))
+    fusion = LabelWiseFusion({"lm": BigramScorer(table)}, {"lm": w})
+    nbest = CTCTimeSyncSearch(BLANK, beam=K, nbest=K, token_prune_topk=None, fusion=fusion)(lp, torch.tensor([T]))[0]
+    exact = brute_force(lp[0], table, w)
+    assert len(nbest) == len(exact)
+    assert tuple(nbest[0].tokens) == max(exact, key=lambda s: exact[s][0] + w * exact[s][1])
+    for e in nbest:
+        ctc, lm = exact[tuple(e.tokens)]
+        assert e.scores["lm"] == pytest.approx(lm, abs=1e-9) and e.score == pytest.approx(ctc + w * lm, abs=1e-9)
+
+
+def test_label_wise_weight_zero_is_plain_ctc_and_batched_equals_single() -> None:
+    g = torch.Generator().manual_seed(4)
+    lp = torch.randn(3, 8, V, generator=g, dtype=torch.float64).log_softmax(-1)
+    lens = torch.tensor([8, 5, 7])
+    plain = CTCTimeSyncSearch(BLANK, beam=3, nbest=3)(lp, lens)
+    zero = LabelWiseFusion({"lm": BigramScorer(bigram(5))}, {"lm": 0.0})
+    fused0 = CTCTimeSyncSearch(BLANK, beam=3, nbest=3, fusion=zero)(lp, lens)
+    assert [[(e.tokens, e.scores["ctc"]) for e in u] for u in plain] == [[(e.tokens, e.scores["ctc"]) for e in u] for u in fused0]
+    fusion = LabelWiseFusion({"lm": BigramScorer(bigram(5))}, {"lm": 0.8})
+    batched = CTCTimeSyncSearch(BLANK, beam=3, nbest=3, fusion=fusion)(lp, lens)
+    for b in range(3):
+        single = CTCTimeSyncSearch(BLANK, beam=3, nbest=3, fusion=fusion)(lp[b : b + 1, : int(lens[b])], lens[b : b + 1])[0]
+        assert [e.tokens for e in single] == [e.tokens for e in batched[b]]
+        assert [e.score for e in single] == pytest.approx([e.score for e in batched[b]], abs=1e-9)
+
+
+def test_label_wise_llm_scores_equal_a_full_forward_of_each_hypothesis() -> None:
+    """With an LLM (LMScorer, KV cache advanced lazily, reordered after every pruning, prefixes
+    recombined), each final hypothesis' accumulated LM score equals log p(labels, EOS) of a full
+    forward pass over its labels: recombined prefixes carry the state of the prefix built directly."""
+    from asrllm.data.tokenizer import CharTokenizer
+    from asrllm.models.llm import LLMConfig, build_llm
+    from asrllm.search.lm_scorer import LMScorer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer(list("AB"))
+    lm = build_llm(LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32,
+                                       num_hidden_layers=1, num_attention_heads=2)), label_tokenizer=tok).eval()
+    scorer = LMScorer(lm)
+    vocab = scorer.vocab_size()
+    lp = torch.randn(2, 9, vocab, generator=torch.Generator().manual_seed(6)).log_softmax(-1)
+    lens = torch.tensor([9, 6])
+    fusion = LabelWiseFusion({"lm": scorer}, {"lm": 0.5})
+    out = CTCTimeSyncSearch(tok.blank_id, beam=4, nbest=4, token_prune_topk=None, fusion=fusion)(lp, lens)
+    entries = [e for u in out for e in u]
+    length = max(len(e.tokens) for e in entries)
+    tokens = torch.tensor([e.tokens + [0] * (length - len(e.tokens)) for e in entries])
+    direct = scorer.score_sequence(tokens, torch.tensor([len(e.tokens) for e in entries]))
+    assert [e.scores["lm"] for e in entries] == pytest.approx(direct.tolist(), abs=1e-4)

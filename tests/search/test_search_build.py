@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -13,10 +14,12 @@ from asrllm.search import (
     CTCTimeSyncSearch,
     FusionConfig,
     LabelPrior,
+    LabelWiseFusion,
     NoFusion,
     SearchConfig,
     build_search,
 )
+from asrllm.search.scorer import Scorer
 
 
 def test_yaml_dict_to_config_and_unknown_keys() -> None:
@@ -34,7 +37,7 @@ def test_misspelt_names_are_rejected_at_load_with_key_path_value_and_known_names
     assert str(e.value) == "methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync']"
     with pytest.raises(ConfigError) as e:
         from_dict(SearchConfig, {"fusion": {"schedule": "labelwise"}}, "methods.lm")
-    assert str(e.value) == "methods.lm.fusion.schedule: 'labelwise' is not one of ['none']"
+    assert str(e.value) == "methods.lm.fusion.schedule: 'labelwise' is not one of ['none', 'label_wise']"
 
 
 def test_validation_errors_at_load_name_the_method_entry() -> None:
@@ -45,7 +48,7 @@ def test_validation_errors_at_load_name_the_method_entry() -> None:
     )
     with pytest.raises(ConfigError) as e:
         from_dict(SearchConfig, {"fusion": {"prior_scale": -1}}, "methods.b")
-    assert str(e.value) == "methods.b.fusion: prior_scale=-1.0 must be >= 0"
+    assert str(e.value) == "methods.b.fusion: prior_scale=-1.0 must be finite and >= 0"
 
 
 @pytest.mark.parametrize(
@@ -106,3 +109,38 @@ def test_config_is_frozen() -> None:
         cfg.beam = 3  # type: ignore[misc]
     assert dataclasses.replace(cfg, beam=3).beam == 3
 
+
+
+class _Uniform(Scorer):
+    """A stateless uniform LM over `v` labels (enough to test the wiring)."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def vocab_size(self) -> int:
+        return self.v
+
+    def init_state(self, batch_size, beam, enc):  # type: ignore[no-untyped-def]
+        return None
+
+    def score(self, tokens, lengths, state):  # type: ignore[no-untyped-def]
+        return torch.full((tokens.shape[0], self.v), -math.log(self.v)), None
+
+
+def test_label_wise_wiring_and_its_errors() -> None:
+    cfg = SearchConfig(fusion=FusionConfig(schedule="label_wise", weights={"lm": 0.5}, prior_scale=0.2))
+    search = build_search(cfg, blank_id=0, log_prior=torch.log(torch.tensor([0.5, 0.25, 0.25])),
+                          scorers={"lm": _Uniform(3), "other": _Uniform(7)}, vocab_size=3)
+    assert isinstance(search.fusion, LabelWiseFusion)
+    assert search.fusion.weights == {"lm": 0.5, "prior": -0.2} and list(search.fusion.scorers) == ["lm"]
+    with pytest.raises(ValueError, match=r"fusion.weights names \['lm'\], but no scorer of that name was given \(given: none\)"):
+        build_search(cfg, blank_id=0, log_prior=torch.zeros(3))
+    with pytest.raises(ValueError, match="'lm' has 7 labels but the AM has 3: label-wise fusion needs one vocabulary"):
+        build_search(cfg, blank_id=0, log_prior=torch.zeros(3), scorers={"lm": _Uniform(7)}, vocab_size=3)
+    with pytest.raises(ValueError, match="needs fusion.weights"):
+        build_search(SearchConfig(fusion=FusionConfig(schedule="label_wise")), blank_id=0)
+    for bad in (float("nan"), -0.1, float("inf")):
+        with pytest.raises(ValueError, match=r"weights\['lm'\]=.* must be finite and >= 0"):
+            FusionConfig(schedule="label_wise", weights={"lm": bad})
+    with pytest.raises(ValueError, match="prior_scale=nan must be finite"):
+        FusionConfig(prior_scale=float("nan"))

@@ -7,9 +7,13 @@ For method M, the part of job J of NJ goes to `<model-dir>/decode_<set>_<M>/part
 (hyp.txt, nbest.jsonl, info.json: timing, the exact command and the part's inputs);
 `asrllm.bin.score` merges the parts and scores them.
 
+Fusion: `lms` names trained LM exp dirs (loaded once each with `asrllm.search.lm_scorer.
+load_lm_scorer`, the one way to get an LM for scoring) that a method's `fusion.weights` fuse;
+`prior` is the file of `asrllm.bin.estimate_prior` for methods with `fusion.prior_scale` > 0.
+
 Re-runs (asrllm.provenance): `info.json` is the part's record, written last. Its inputs are the
 model (architecture, weights digest, tokenizer digest, checkpoint name), the method's search
-options and the data dir's digest. A part made from the same inputs is skipped (a crashed stage
+options, the LMs it fuses (their records) and the prior file's digest, and the data dir's digest. A part made from the same inputs is skipped (a crashed stage
 resumes with the jobs that did not finish); one made from other inputs is an error naming what
 differs, or, with `--force`, is decoded again (parts of another job count and the merged outputs
 of that decode dir are removed first). Batching, threads and device are not inputs: they do not
@@ -30,6 +34,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,17 +45,30 @@ from asrllm.data.loader import inference_batches
 from asrllm.data.tokenizer import load_tokenizer
 from asrllm.locking import DirLock
 from asrllm.models.trained import load_trained_model, model_record
-from asrllm.provenance import StaleOutputError, datadir_digest, decide, flatten, write_record
-from asrllm.search import NBestEntry, SearchConfig, build_search, write_nbest_jsonl
+from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
+from asrllm.models.ctc_prior import load_prior
+from asrllm.search import LabelPrior, NBestEntry, SearchConfig, build_search, write_nbest_jsonl
+from asrllm.search.lm_scorer import load_lm_scorer
 
 log = logging.getLogger("asrllm.decode")
 
 
 @dataclasses.dataclass(frozen=True)
+class LMSpec:
+    """A language model to fuse: a trained LM experiment dir (asrllm.bin.train, `model_kind: lm`)."""
+
+    model_dir: str  # e.g. exp/tiny_llm_ft_char (relative to where decoding runs: the recipe dir)
+    checkpoint: str = "latest"  # latest | average | step_<N> dir name
+    temperature: float = 1.0  # LMScorer temperature
+
+
+@dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-    """The decode YAML: batching, threads, and the methods to run on each encoder output."""
+    """The decode YAML: batching, threads, the LMs to fuse, and the methods to run on each encoder output."""
 
     methods: dict[str, SearchConfig]  # output name -> search options; names become decode dir suffixes
+    lms: dict[str, LMSpec] = dataclasses.field(default_factory=dict)  # scorer name -> LM; methods' fusion.weights use the names
+    prior: str | None = None  # prior file for methods with fusion.prior_scale > 0 (default: <model-dir>/prior.safetensors)
     batch_seconds: float = 100.0  # padded audio seconds per decoding batch
     num_threads: int | None = 1  # torch threads; 1 avoids oversubscription when several jobs share a CPU
     device: str = "cpu"  # "cpu" or "cuda[:i]"
@@ -60,6 +78,26 @@ class DecodeConfig:
             raise ValueError("DecodeConfig: methods must name at least one search")
         if self.batch_seconds <= 0:
             raise ValueError(f"DecodeConfig: batch_seconds={self.batch_seconds} must be > 0")
+        for name, method in self.methods.items():
+            unknown = sorted(set(method.fusion.weights) - set(self.lms))
+            if unknown:
+                raise ValueError(f"DecodeConfig.methods.{name}.fusion.weights names {unknown}, which lms does not "
+                                 f"define (lms: {', '.join(sorted(self.lms)) or 'none'})")
+
+    def prior_file(self, model_dir: Path) -> Path:
+        return Path(self.prior) if self.prior else model_dir / "prior.safetensors"
+
+
+def fusion_inputs(cfg: DecodeConfig, method: SearchConfig, model_dir: Path) -> dict[str, Any]:
+    """What a method fuses, as stage inputs: each LM it weights (its model record) and the prior file."""
+    out: dict[str, Any] = {}
+    for name in method.fusion.weights:
+        spec = cfg.lms[name]
+        out.update(flatten(model_record(Path(spec.model_dir), spec.checkpoint), f"lm.{name}"))
+        out[f"lm.{name}.temperature"] = spec.temperature
+    if method.fusion.prior_scale > 0:
+        out["prior"] = file_digest(cfg.prior_file(model_dir))
+    return out
 
 
 MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")
@@ -116,7 +154,10 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             raise ValueError(f"--job {args.job} must lie in [0, --num-jobs={args.num_jobs})")
         cfg = load_config(DecodeConfig, args.config, parse_overrides(args.overrides))
         shared_inputs = {**model_record(args.model_dir, args.checkpoint), "data": datadir_digest(args.data)}
-        inputs = {name: {**shared_inputs, **flatten(scfg, "search")} for name, scfg in cfg.methods.items()}
+        inputs = {
+            name: {**shared_inputs, **flatten(scfg, "search"), **fusion_inputs(cfg, scfg, args.model_dir)}
+            for name, scfg in cfg.methods.items()
+        }
         out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in cfg.methods}
         todo = [
             name for name, out_dir in out_dirs.items()
@@ -130,8 +171,17 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             locks.enter_context(DirLock(out_dirs[name] / "parts", "decoding", f".{part}.lock"))
             clear_stale(out_dirs[name], part, args.num_jobs, args.force)
         tokenizer = load_tokenizer(args.model_dir / "tokenizer")
+        device = torch.device(cfg.device)
+        used = {lm for name in todo for lm in cfg.methods[name].fusion.weights}
+        scorers = {lm: load_lm_scorer(Path(cfg.lms[lm].model_dir), cfg.lms[lm].checkpoint, device,
+                                      cfg.lms[lm].temperature) for lm in sorted(used)}
+        log_prior = None
+        if any(cfg.methods[name].fusion.prior_scale > 0 for name in todo):
+            probs = load_prior(cfg.prior_file(args.model_dir)).float()
+            log_prior = LabelPrior.from_probs(probs, blank_id=tokenizer.blank_id).log_prior
         searches = {
-            name: build_search(cfg.methods[name], blank_id=tokenizer.blank_id, detokenize=tokenizer.decode)
+            name: build_search(cfg.methods[name], blank_id=tokenizer.blank_id, detokenize=tokenizer.decode,
+                               log_prior=log_prior, scorers=scorers, vocab_size=tokenizer.vocab_size)
             for name in todo
         }
         utts = job_slice(read_datadir(args.data), args.num_jobs, args.job)
@@ -141,7 +191,6 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
 
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    device = torch.device(cfg.device)
     model = load_trained_model(args.model_dir, args.checkpoint, device)
 
     results: dict[str, list[list[NBestEntry]]] = {name: [] for name in searches}

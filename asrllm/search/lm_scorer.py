@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
 from asrllm.models.llm import CausalLM, LMState
+from asrllm.models.trained import load_trained_model
 from asrllm.search.scorer import EncoderOutput, Scorer
 
 
@@ -109,3 +111,14 @@ class LMScorer(Scorer):
 
     def _temper(self, logp: Tensor) -> Tensor:
         return logp if self.temperature == 1.0 else (logp / self.temperature).log_softmax(-1)
+
+
+def load_lm_scorer(model_dir: Path, checkpoint: str, device: torch.device, temperature: float = 1.0) -> LMScorer:
+    """THE way to get an LM for scoring: the trained LM of an experiment dir (`model_kind: lm`,
+    asrllm.bin.train) with the weights `checkpoint` names, in eval mode, as an `LMScorer`.
+    Its labels are those it was trained on: the AM's (re-vocabularised, own LM) or the LLM's own."""
+    model = load_trained_model(model_dir, checkpoint, device)
+    llm = getattr(model, "llm", None)
+    if not isinstance(llm, CausalLM):
+        raise ValueError(f"{model_dir}: a {type(model).__name__} is not a language model (model_kind lm)")
+    return LMScorer(llm.eval(), temperature)

@@ -12,11 +12,17 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from asrllm.bin import decode, score
+from asrllm.bin.estimate_prior import main as estimate_prior
+from asrllm.config import save_config
 from asrllm.locking import DirLock
+from asrllm.models.llm import LLMConfig
+from asrllm.models.lm_model import LMModel, LMModelConfig
+from asrllm.search import read_nbest_jsonl
 from asrllm.testing.dummies import make_ctc_exp_dir, make_datadir
-from asrllm.train.checkpoint import MODEL_FILE
+from asrllm.train.checkpoint import MODEL_FILE, checkpoint_state_dict, save_model_state
 
 DECODE = """
 methods:
@@ -130,3 +136,50 @@ def test_scoring_refuses_parts_of_another_model(setup: Path, caplog: pytest.LogC
     caplog.set_level(logging.ERROR)
     assert score.main(argv) == 1
     assert "was decoded from other inputs than" in caplog.text and "differs in: model.weights" in caplog.text
+
+
+def make_lm_exp_dir(lm_dir: Path, tokenizer_dir: Path, seed: int) -> None:
+    """An untrained tiny LM exp dir over the AM's characters (as stage 8 leaves a re-vocab LM)."""
+    cfg = LMModelConfig(llm=LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32,
+                                                num_hidden_layers=1, num_attention_heads=2)),
+                        label_unit="am_tokenizer", am_tokenizer=str(tokenizer_dir))
+    save_config({"model_kind": "lm", "model": cfg}, lm_dir / "config.yaml")
+    torch.manual_seed(seed)
+    save_model_state(checkpoint_state_dict(LMModel(cfg)), lm_dir / "model_avg.safetensors")
+
+
+def test_label_wise_fusion_with_prior_from_the_decode_config(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    make_lm_exp_dir(setup / "exp_lm", setup / "exp/tokenizer", seed=0)
+    assert estimate_prior(["--model-dir", str(setup / "exp"), "--data", str(setup / "data/dev")]) == 0
+    (setup / "decode.yaml").write_text(f"""
+lms:
+  lm: {{model_dir: {setup / 'exp_lm'}, checkpoint: average}}
+methods:
+  beam4: {{method: ctc_time_sync, beam: 4, nbest: 2}}
+  fused: {{method: ctc_time_sync, beam: 4, nbest: 2, fusion: {{schedule: label_wise, weights: {{lm: 0.5}}, prior_scale: 0.3}}}}
+""")
+    assert run(setup) == 0
+    inputs = info(setup, "fused")["inputs"]
+    assert inputs["lm.lm.model.weights"].startswith("sha256:") and inputs["prior"].startswith("sha256:")
+    assert "lm.lm.model.weights" not in info(setup, "beam4")["inputs"]  # only what a method fuses
+    for e in read_nbest_jsonl(setup / "exp/decode_dev_fused/parts/0-of-1.nbest.jsonl"):
+        assert set(e.scores) == {"ctc", "lm", "prior"}
+        assert e.score == pytest.approx(e.scores["ctc"] + 0.5 * e.scores["lm"] - 0.3 * e.scores["prior"], abs=1e-4)
+    beam4 = part_files(setup, "beam4")
+
+    make_lm_exp_dir(setup / "exp_lm", setup / "exp/tokenizer", seed=1)  # the LM was retrained
+    caplog.set_level(logging.ERROR)
+    assert run(setup) == 1 and "differs in: lm.lm.model.weights" in caplog.text
+    assert run(setup, "--force") == 0 and part_files(setup, "beam4") == beam4  # only the fused method redone
+
+    (setup / "exp/prior.safetensors").unlink()
+    caplog.clear()
+    assert run(setup, "--force") == 1 and "prior.safetensors: does not exist" in caplog.text
+
+
+def test_a_weight_for_an_undefined_lm_is_a_config_error(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (setup / "decode.yaml").write_text(
+        "methods:\n  fused: {method: ctc_time_sync, beam: 4, fusion: {schedule: label_wise, weights: {llm: 0.5}}}\n")
+    caplog.set_level(logging.ERROR)
+    assert run(setup) == 1
+    assert "DecodeConfig.methods.fused.fusion.weights names ['llm'], which lms does not define (lms: none)" in caplog.text

@@ -13,10 +13,11 @@ load_lm_scorer`, the one way to get an LM for scoring) that a method's `fusion.w
 
 Re-runs (asrllm.provenance): `info.json` is the part's record, written last. Its inputs are the
 model (architecture, weights digest, tokenizer digest, checkpoint name), the method's search
-options, the LMs it fuses (their records) and the prior file's digest, and the data dir's digest. A part made from the same inputs is skipped (a crashed stage
-resumes with the jobs that did not finish); one made from other inputs is an error naming what
-differs, or, with `--force`, is decoded again (parts of another job count and the merged outputs
-of that decode dir are removed first). Batching, threads and device are not inputs: they do not
+options, the LMs it fuses (their records), the prior file's digest and the data dir's digest. A
+part made from the same inputs is skipped (a crashed stage resumes with the jobs that did not
+finish); one made from other inputs is an error naming what differs, or, with `--force`, is
+decoded again (parts of another job count and the merged outputs of that decode dir are removed
+first). Batching, threads and device are not inputs: they do not
 change the hypotheses.
 
 Timing (RTFx): each method is charged the shared encoder time plus its own search time, i.e. what
@@ -44,9 +45,9 @@ from asrllm.data.datadir import Utterance, read_datadir
 from asrllm.data.loader import inference_batches
 from asrllm.data.tokenizer import load_tokenizer
 from asrllm.locking import DirLock
+from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import load_trained_model, model_record
 from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
-from asrllm.models.ctc_prior import load_prior
 from asrllm.search import LabelPrior, NBestEntry, SearchConfig, build_search, write_nbest_jsonl
 from asrllm.search.lm_scorer import load_lm_scorer
 
@@ -88,16 +89,24 @@ class DecodeConfig:
         return Path(self.prior) if self.prior else model_dir / "prior.safetensors"
 
 
-def fusion_inputs(cfg: DecodeConfig, method: SearchConfig, model_dir: Path) -> dict[str, Any]:
-    """What a method fuses, as stage inputs: each LM it weights (its model record) and the prior file."""
-    out: dict[str, Any] = {}
-    for name in method.fusion.weights:
-        spec = cfg.lms[name]
-        out.update(flatten(model_record(Path(spec.model_dir), spec.checkpoint), f"lm.{name}"))
-        out[f"lm.{name}.temperature"] = spec.temperature
-    if method.fusion.prior_scale > 0:
-        out["prior"] = file_digest(cfg.prior_file(model_dir))
-    return out
+def fusion_inputs(cfg: DecodeConfig, model_dir: Path) -> dict[str, dict[str, Any]]:
+    """What each method fuses, as stage inputs: the records of the LMs it weights and the prior file's
+    digest. Each LM and the prior are hashed once, however many methods use them."""
+    used = {lm for m in cfg.methods.values() for lm in m.fusion.weights}
+    lm_inputs = {
+        lm: {**flatten(model_record(Path(cfg.lms[lm].model_dir), cfg.lms[lm].checkpoint), f"lm.{lm}"),
+             f"lm.{lm}.temperature": cfg.lms[lm].temperature}
+        for lm in sorted(used)
+    }
+    needs_prior = any(m.fusion.prior_scale > 0 for m in cfg.methods.values())
+    prior = {"prior": file_digest(cfg.prior_file(model_dir))} if needs_prior else {}
+    return {
+        name: {
+            **{k: v for lm in m.fusion.weights for k, v in lm_inputs[lm].items()},
+            **(prior if m.fusion.prior_scale > 0 else {}),
+        }
+        for name, m in cfg.methods.items()
+    }
 
 
 MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")
@@ -154,10 +163,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             raise ValueError(f"--job {args.job} must lie in [0, --num-jobs={args.num_jobs})")
         cfg = load_config(DecodeConfig, args.config, parse_overrides(args.overrides))
         shared_inputs = {**model_record(args.model_dir, args.checkpoint), "data": datadir_digest(args.data)}
-        inputs = {
-            name: {**shared_inputs, **flatten(scfg, "search"), **fusion_inputs(cfg, scfg, args.model_dir)}
-            for name, scfg in cfg.methods.items()
-        }
+        fused = fusion_inputs(cfg, args.model_dir)
+        inputs = {name: {**shared_inputs, **flatten(scfg, "search"), **fused[name]} for name, scfg in cfg.methods.items()}
         out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in cfg.methods}
         todo = [
             name for name, out_dir in out_dirs.items()

@@ -7,8 +7,8 @@ Writes `CausalLM.save(out_dir)` (asrllm.models.llm): `llm.yaml`, `model/` (an HF
 `tokenizer/`. LoRA updates are merged into the base weights first, so `model/` is a complete
 model. `CausalLM.load(out_dir)` reads the export back for scoring; another LM config starts
 from it as a pre-trained LLM with `llm.source: <out_dir>` (how mini_synth fine-tunes its tiny LLM).
-`out_dir/inputs.json` is the stage record (asrllm.provenance: the LM's config and the exported
-weights' digest): an export from the same weights is skipped, from other weights it is an error
+`out_dir/inputs.json` is the stage record (asrllm.provenance: `model_record`, the LM's config and the
+exported weights' digest): an export from the same weights is skipped, from other weights it is an error
 unless `--force`.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from asrllm.config import ConfigError, load_yaml
+from asrllm.config import ConfigError
 from asrllm.models.lm_model import LMModel
-from asrllm.models.trained import load_trained_model, weights_file
-from asrllm.provenance import RECORD_FILE, decide, file_digest, flatten, write_record
+from asrllm.models.trained import load_trained_model, model_record
+from asrllm.provenance import RECORD_FILE, decide, write_record
 
 log = logging.getLogger("asrllm.export_llm")
 
@@ -39,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     record = args.out_dir / RECORD_FILE
     try:
-        inputs = {
-            **flatten(load_yaml(args.model_dir / "config.yaml"), "config"),
-            "model.weights": file_digest(weights_file(args.model_dir, args.checkpoint)),
-        }
+        inputs = model_record(args.model_dir, args.checkpoint)
         if not decide(record, inputs, args.force, f"LLM export {args.out_dir}"):
             log.info("%s: exported already from the same weights; skipping", args.out_dir)
             return 0

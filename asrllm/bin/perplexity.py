@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
-from asrllm.config import ConfigError, load_yaml, save_config
+from asrllm.config import ConfigError, save_config
 from asrllm.data.text import LanguageModel, Sentence, TextBatchLoader, num_words, read_texts
-from asrllm.models.trained import load_trained_model, read_train_log, weights_file
-from asrllm.provenance import datadir_digest, decide, file_digest, flatten, write_record
+from asrllm.models.trained import load_trained_model, model_record, read_train_log
+from asrllm.provenance import datadir_digest, decide, flatten, write_record
 from asrllm.train.checkpoint import latest_checkpoint
 from asrllm.train.experiment import resolve_config
 
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             model_inputs = flatten(exp.config, "config")
             checkpoint = "none (untrained)"
         else:
-            model_inputs = {
-                **flatten(load_yaml(args.model_dir / "config.yaml"), "config"),
-                "model.weights": file_digest(weights_file(args.model_dir, args.checkpoint)),
-            }
+            model_inputs = model_record(args.model_dir, args.checkpoint)
             checkpoint = args.checkpoint
         inputs = {name: {**model_inputs, "data": datadir_digest(path)} for name, path in sets.items()}
         todo = [

@@ -188,7 +188,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             log_prior = LabelPrior.from_probs(probs, blank_id=tokenizer.blank_id).log_prior
         searches = {
             name: build_search(cfg.methods[name], blank_id=tokenizer.blank_id, detokenize=tokenizer.decode,
-                               log_prior=log_prior, scorers=scorers, vocab_size=tokenizer.vocab_size)
+                               log_prior=log_prior, scorers=scorers, vocab_size=tokenizer.vocab_size,
+                               am_tokenizer=tokenizer)
             for name in todo
         }
         utts = job_slice(read_datadir(args.data), args.num_jobs, args.job)

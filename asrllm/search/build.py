@@ -15,10 +15,13 @@ from typing import Any, Protocol, get_args
 
 from torch import Tensor
 
+from asrllm.data.tokenizer import Tokenizer
 from asrllm.search.config import FusionConfig, MethodName, ScheduleName, SearchConfig
-from asrllm.search.fusion import FusionSchedule, LabelPrior, LabelWiseFusion, NoFusion
+from asrllm.search.fusion import DelayedFusion, FusionSchedule, LabelPrior, LabelWiseFusion, NoFusion
 from asrllm.search.greedy import CTCGreedySearch
 from asrllm.search.hyps import NBestEntry
+from asrllm.search.lm_scorer import LMScorer
+from asrllm.search.retokenize import WordRetokenizer
 from asrllm.search.scorer import Scorer
 from asrllm.search.time_sync import CTCTimeSyncSearch
 
@@ -37,6 +40,7 @@ SEARCHES: dict[MethodName, type] = {
 SCHEDULES: dict[ScheduleName, type] = {  # values: FusionSchedule subclasses
     "none": NoFusion,
     "label_wise": LabelWiseFusion,
+    "delayed": DelayedFusion,
 }
 
 # The config's Literal names are what the YAML loader accepts: each must have a class here.
@@ -55,12 +59,14 @@ def build_schedule(
     log_prior: Tensor | None = None,
     scorers: Mapping[str, Scorer] | None = None,
     vocab_size: int | None = None,
+    am_tokenizer: Tokenizer | None = None,
 ) -> FusionSchedule:
     """The fusion schedule of `cfg` over the named `scorers` (each name of cfg.weights needs one).
 
     log_prior (V,) is required when cfg.prior_scale > 0. vocab_size: the AM's V; every scorer a
-    label-wise schedule fuses must have the same (one label space), else a ValueError that says
-    what to do.
+    schedule fuses in AM labels (label-wise, delayed v1) must have the same (one label space), else
+    a ValueError that says what to do. am_tokenizer: the AM's labels as text, needed by delayed
+    fusion with re-tokenisation (whose LMs must be `LMScorer`s: they bring their own tokenizer).
     """
     cls = _lookup(SCHEDULES, cfg.schedule, "fusion.schedule")
     prior = None
@@ -82,15 +88,27 @@ def build_schedule(
         raise ValueError(f"fusion.weights names {missing}, but no scorer of that name was given "
                          f"(given: {', '.join(sorted(scorers)) or 'none'})")
     chosen = {name: scorers[name] for name in cfg.weights}
+    if cls is DelayedFusion and cfg.retokenize:
+        if am_tokenizer is None:
+            raise ValueError("fusion.retokenize=true needs the AM tokenizer (the AM labels are turned into words)")
+        not_lms = sorted(name for name, s in chosen.items() if not isinstance(s, LMScorer))
+        if not_lms:
+            raise ValueError(f"fusion.retokenize=true: scorers {not_lms} are not LMs with a tokenizer of their own")
+        retokenizers = {name: WordRetokenizer(am_tokenizer, s.tokenizer) for name, s in chosen.items()
+                        if isinstance(s, LMScorer)}
+        return DelayedFusion(chosen, dict(cfg.weights), prior, cfg.trigger, cfg.every, retokenizers)
+    for name, scorer in chosen.items():
+        if vocab_size is not None and scorer.vocab_size() != vocab_size:
+            raise ValueError(
+                f"fusion scorer {name!r} has {scorer.vocab_size()} labels but the AM has {vocab_size}: "
+                f"fusion.schedule={cfg.schedule!r} scores AM labels and needs one vocabulary (an LM in the "
+                "AM's labels: re-vocabularise the LLM to the AM tokenizer, or train the LM on it), or use "
+                "schedule 'delayed' with retokenize: true, where the LM scores its own tokens"
+            )
     if cls is LabelWiseFusion:
-        for name, scorer in chosen.items():
-            if vocab_size is not None and scorer.vocab_size() != vocab_size:
-                raise ValueError(
-                    f"fusion scorer {name!r} has {scorer.vocab_size()} labels but the AM has {vocab_size}: "
-                    "label-wise fusion needs one vocabulary (an LM in the AM's labels: re-vocabularise the "
-                    "LLM to the AM tokenizer, or train the LM on it)"
-                )
         return LabelWiseFusion(chosen, dict(cfg.weights), prior)
+    if cls is DelayedFusion:
+        return DelayedFusion(chosen, dict(cfg.weights), prior, cfg.trigger, cfg.every)
     raise AssertionError(f"no wiring for schedule class {cls.__name__}")  # registry and builder disagree
 
 
@@ -102,10 +120,12 @@ def build_search(
     detokenize: Callable[[list[int]], str] | None = None,
     scorers: Mapping[str, Scorer] | None = None,
     vocab_size: int | None = None,
+    am_tokenizer: Tokenizer | None = None,
 ) -> CTCSearch:
     """Wire the search `cfg` describes. blank_id comes from the tokenizer (never assumed);
     log_prior (V,) is the label log-prior for prior correction; detokenize turns labels into text;
-    scorers: the named scorers (LMs) that cfg.fusion.weights may fuse; vocab_size: the AM's V.
+    scorers: the named scorers (LMs) that cfg.fusion.weights may fuse; vocab_size: the AM's V;
+    am_tokenizer: for delayed fusion with re-tokenisation.
     """
     cls = _lookup(SEARCHES, cfg.method, "search.method")
     if cls is CTCGreedySearch:
@@ -120,7 +140,7 @@ def build_search(
             token_prune_topk=cfg.token_prune_topk,
             token_min_logp=cfg.token_min_logp,
             beam_threshold=cfg.beam_threshold,
-            fusion=build_schedule(cfg.fusion, log_prior, scorers, vocab_size),
+            fusion=build_schedule(cfg.fusion, log_prior, scorers, vocab_size, am_tokenizer),
             detokenize=detokenize,
         )
     raise AssertionError(f"no wiring for search class {cls.__name__}")  # registry and builder disagree

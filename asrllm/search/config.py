@@ -20,7 +20,8 @@ import math
 from typing import Literal
 
 MethodName = Literal["ctc_greedy", "ctc_time_sync"]  # keys of build.SEARCHES
-ScheduleName = Literal["none", "label_wise"]  # keys of build.SCHEDULES
+ScheduleName = Literal["none", "label_wise", "delayed"]  # keys of build.SCHEDULES
+TriggerName = Literal["every", "end", "shortest"]  # when a delayed schedule adds pending scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +29,14 @@ class FusionConfig:
     """When and how strongly label scores other than CTC join the search (PAPER.md §5)."""
 
     schedule: ScheduleName = "none"  # key in build.SCHEDULES: "none" (CTC alone, optionally with a prior),
-    #                                   "label_wise" (each scorer's label score joins before pruning)
+    #                                   "label_wise" (each scorer's label score joins before pruning),
+    #                                   "delayed" (scores join after pruning, when `trigger` says)
     weights: dict[str, float] = dataclasses.field(default_factory=dict)  # scorer name -> weight (λ)
     prior_scale: float = 0.0  # per emitted label add -prior_scale * log prior(label); 0 = off
+    trigger: TriggerName = "every"  # delayed: "every" `every` frames, only at the "end", or "shortest"
+    #                                 (once every live hypothesis of an utterance has something pending)
+    every: int = 1  # delayed, trigger "every": frames between LM calls (the paper: 1, 5, 10, 20)
+    retokenize: bool = False  # delayed v2: the LMs score their OWN tokens of completed words (any tokenizer)
 
     def __post_init__(self) -> None:
         if not self.schedule:
@@ -45,6 +51,15 @@ class FusionConfig:
                 raise ValueError(f"FusionConfig: weights[{name!r}]={w} must be finite and >= 0")
         if not math.isfinite(self.prior_scale) or self.prior_scale < 0:
             raise ValueError(f"FusionConfig: prior_scale={self.prior_scale} must be finite and >= 0")
+        if self.every < 1:
+            raise ValueError(f"FusionConfig: every={self.every} must be >= 1 frame")
+        delayed_only = {"trigger": self.trigger != "every", "every": self.every != 1, "retokenize": self.retokenize}
+        misplaced = [name for name, set_ in delayed_only.items() if set_]
+        if misplaced and self.schedule != "delayed":
+            raise ValueError(f"FusionConfig: {', '.join(misplaced)} only apply to schedule='delayed' "
+                             f"(schedule={self.schedule!r})")
+        if self.every != 1 and self.trigger != "every":
+            raise ValueError(f"FusionConfig: every={self.every} only applies to trigger='every' (trigger={self.trigger!r})")
 
 
 @dataclasses.dataclass(frozen=True)

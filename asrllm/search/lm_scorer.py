@@ -24,8 +24,8 @@ the end"). Label ids are those of the adapter's tokenizer: the AM's for a re-voc
 >>> state = scorer.init_state(batch_size=1, beam=2, enc=None)
 >>> logp, state = scorer.score(torch.tensor([[4], [5]]), torch.tensor([1, 1]), state)
 >>> eos = scorer.final_score(torch.tensor([[4], [5]]), torch.tensor([1, 1]), state)
->>> tuple(logp.shape), state.fed.tolist(), tuple(eos.shape)
-((2, 6), [1, 1], (2,))
+>>> tuple(logp.shape), state.fed.tolist(), tuple(eos.shape), scorer.stats.calls
+((2, 6), [1, 1], (2,), 1)
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
+from asrllm.data.tokenizer import Tokenizer
 from asrllm.models.llm import CausalLM, LMState
 from asrllm.models.trained import load_trained_model
 from asrllm.search.scorer import EncoderOutput, Scorer
@@ -49,6 +50,31 @@ class LMScorerState(BatchedState):
 
     lm: LMState  # KV cache after BOS + the first `fed[n]` labels of hypothesis n
     fed: Tensor  # (N,) int64 labels of the prefix already in the cache
+    utt: Tensor  # (N,) int64 utterance of each hypothesis (for `LMCallStats` only)
+
+
+@dataclasses.dataclass
+class LMCallStats:
+    """What an `LMScorer` cost since the last `reset`: counters for reports, never read by a search.
+
+    calls: LLM forward calls (a call that only re-reads cached hidden states is not one);
+    tokens: tokens fed through the LLM (real ones, not padding);
+    utterance_calls: sum over calls of the utterances that fed a token in it, so that
+    utterance_calls / utterances is "LLM calls per utterance" whatever the batching.
+    """
+
+    calls: int = 0
+    tokens: int = 0
+    utterance_calls: int = 0
+
+    def count(self, new: Tensor, utt: Tensor) -> None:
+        """One forward call that fed new[n] tokens (N,) to hypothesis n of utterance utt[n]."""
+        self.calls += 1
+        self.tokens += int(new.sum())
+        self.utterance_calls += int(utt[new > 0].unique().numel())
+
+    def reset(self) -> None:
+        self.calls = self.tokens = self.utterance_calls = 0
 
 
 class LMScorer(Scorer):
@@ -62,6 +88,12 @@ class LMScorer(Scorer):
             raise ValueError(f"LMScorer: temperature={temperature} must be finite and > 0")
         self.lm = lm
         self.temperature = temperature  # > 1 flattens, < 1 sharpens the LM distribution
+        self.stats = LMCallStats()  # cost counters (reports); searches never read them
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the LM's labels (delayed fusion re-tokenises text with it)."""
+        return self.lm.tokenizer
 
     def vocab_size(self) -> int:
         """V: labels the LM scores (the search's label space)."""
@@ -70,7 +102,9 @@ class LMScorer(Scorer):
     def init_state(self, batch_size: int, beam: int, enc: EncoderOutput | None) -> LMScorerState:
         n = batch_size * beam
         state = self.lm.init_state(n)
-        return LMScorerState(lm=state, fed=torch.zeros(n, dtype=torch.long, device=state.positions.device))
+        dev = state.positions.device
+        utt = torch.arange(batch_size, device=dev).repeat_interleave(beam)  # (N,)
+        return LMScorerState(lm=state, fed=torch.zeros(n, dtype=torch.long, device=dev), utt=utt)
 
     def score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> tuple[Tensor, LMScorerState]:
         """logp (N, V) of the label after each prefix tokens (N, L), lengths (N,); feeds only unseen labels."""
@@ -85,16 +119,39 @@ class LMScorer(Scorer):
         idx = idx.clamp(max=tokens.shape[1] - 1)  # rows with fewer than k new labels: any valid index
         chunk = tokens.gather(1, idx)  # (N, k) the unseen labels, left-aligned; padding beyond new[n]
         all_logp, lm_state = self.lm.score(chunk, new, state.lm)  # (N, k, V)
+        self.stats.count(new, state.utt)
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         logp = all_logp[rows, (new - 1).clamp(min=0)]  # (N, V) after the last new label
         idle = (new == 0).nonzero().squeeze(1)  # hypotheses with nothing new: from the cached hidden state
         if idle.numel():
             logp = logp.index_copy(0, idle, self.lm.next_log_probs(lm_state, idle))
-        return self._temper(logp), LMScorerState(lm=lm_state, fed=lengths.clone())
+        return self._temper(logp), LMScorerState(lm=lm_state, fed=lengths.clone(), utt=state.utt)
+
+    def score_labels(
+        self, tokens: Tensor, start: Tensor, stop: Tensor, state: BatchedState | None
+    ) -> tuple[Tensor, LMScorerState]:
+        """(N,) float64 summed log-probs of labels tokens[n, start[n]:stop[n]] in ONE adapter call
+        (delayed fusion's catch-up); start must be what the state has seen."""
+        assert isinstance(state, LMScorerState), type(state)
+        assert torch.equal(start, state.fed), f"start {start.tolist()} is not what the LM state has seen {state.fed.tolist()}"
+        new = stop - start  # (N,)
+        k = int(new.max()) if new.numel() else 0
+        if k == 0:
+            return torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device), state
+        idx = (start[:, None] + torch.arange(k, device=tokens.device)).clamp(max=tokens.shape[1] - 1)  # (N, k)
+        chunk = tokens.gather(1, idx)  # (N, k) the pending labels, left-aligned; padding beyond new[n]
+        first = self._temper(self.lm.next_log_probs(state.lm)).gather(1, chunk[:, :1])  # (N, 1): after the cache
+        all_logp, lm_state = self.lm.score(chunk, new, state.lm)  # (N, k, V): after each pending label
+        self.stats.count(new, state.utt)
+        rest = self._temper(all_logp[:, :-1]).gather(2, chunk[:, 1:, None])[..., 0]  # (N, k - 1)
+        per_label = torch.cat([first, rest], dim=1).double()  # (N, k)
+        per_label = per_label.masked_fill(torch.arange(k, device=tokens.device) >= new[:, None], 0.0)
+        return per_label.sum(dim=1), LMScorerState(lm=lm_state, fed=stop.clone(), utt=state.utt)
 
     def select_state(self, state: BatchedState | None, src: Tensor, labels: Tensor | None = None) -> LMScorerState:
         assert isinstance(state, LMScorerState), type(state)
-        return LMScorerState(lm=self.lm.select_state(state.lm, src), fed=state.fed.index_select(0, src))
+        return LMScorerState(lm=self.lm.select_state(state.lm, src), fed=state.fed.index_select(0, src),
+                             utt=state.utt.index_select(0, src))
 
     def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
         """(N,) log p(EOS | prefix), feeding labels the state has not seen yet."""
@@ -107,6 +164,8 @@ class LMScorer(Scorer):
         if self.temperature != 1.0:
             return super().score_sequence(tokens, lengths)
         with torch.no_grad():
+            self.stats.calls += 1
+            self.stats.tokens += int(lengths.sum()) + tokens.shape[0]  # labels + EOS
             return self.lm.token_log_probs(tokens, lengths).double().sum(dim=1)
 
     def _temper(self, logp: Tensor) -> Tensor:

@@ -84,18 +84,32 @@ class Scorer(abc.ABC):
         """(optional) End-of-sentence log-score of each prefix, (N,). Default: 0."""
         return torch.zeros(tokens.shape[0], device=tokens.device)
 
-    def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """(optional) Whole-sequence log-score (N,) of label sequences tokens (N, L), lengths (N,),
-        end of sentence included: what N-best rescoring adds. The default feeds the labels one
-        position at a time through `score` (a loop over positions, never over hypotheses);
-        scorers that can score a whole sequence in one call override it."""
-        n = tokens.shape[0]
-        state = self.init_state(n, 1, None)
-        total = torch.zeros(n, dtype=torch.float64, device=tokens.device)
-        for pos in range(int(lengths.max()) if n else 0):
-            logp, state = self.score(tokens[:, :pos], torch.full_like(lengths, pos).clamp(max=lengths), state)
+    def score_labels(
+        self, tokens: Tensor, start: Tensor, stop: Tensor, state: BatchedState | None
+    ) -> tuple[Tensor, BatchedState | None]:
+        """(optional) Summed log-scores (N,) float64 of the labels tokens[n, start[n]:stop[n]], each given
+        the labels before it, and the state after them; `state` has seen the first start[n] labels.
+
+        What delayed fusion adds when it catches up with pending labels. The default calls `score`
+        once per position (a loop over positions, never over hypotheses); scorers that can take
+        several labels in one call (`LMScorer`) override it.
+        """
+        total = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
+        if tokens.shape[0] == 0:
+            return total, state
+        for pos in range(int(start.min()), int(stop.max())):
+            seen = torch.full_like(stop, pos).clamp(min=start).clamp(max=stop)  # (N,) condition on the labels before pos
+            logp, state = self.score(tokens, seen, state)
             gained = logp.gather(1, tokens[:, pos : pos + 1].clamp(min=0))[:, 0].double()  # (N,)
-            total += torch.where(pos < lengths, gained, torch.zeros_like(gained))
+            total += torch.where((start <= pos) & (pos < stop), gained, torch.zeros_like(gained))
+        return total, state
+
+    def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(optional) Whole-sequence log-score (N,) float64 of label sequences tokens (N, L), lengths (N,),
+        end of sentence included: what N-best rescoring adds. The default is `score_labels` from an
+        empty state plus `final_score`; scorers that can score a whole sequence in one call override it."""
+        state = self.init_state(tokens.shape[0], 1, None)
+        total, state = self.score_labels(tokens, torch.zeros_like(lengths), lengths, state)
         return total + self.final_score(tokens, lengths, state).double()
 
 

@@ -77,7 +77,7 @@ def _stack(scores: dict[str, Tensor], names: list[str], shape: tuple[int, ...], 
     if unknown:
         raise ValueError(f"fusion scores {unknown} have no weight (known scorers: {', '.join(names)})")
     zeros = torch.zeros(shape, dtype=w.dtype, device=w.device)
-    return torch.stack([scores.get(n, zeros) for n in names], dim=-1)
+    return torch.stack([scores.get(n, zeros).to(w.dtype) for n in names], dim=-1)
 
 
 def _key(h: Tensor) -> Tensor:
@@ -291,7 +291,10 @@ class CTCTimeSyncSearch:
         if F:
             fstate = self.fusion.select_state(fstate, src, torch.where(is_ext, label, -1))
             active_n = active.repeat_interleave(K)  # (N,)
-            scores, fstate = self.fusion.after_prune(new.tokens, new.lengths, is_ext & active_n, active_n, t, fstate)
+            alive = torch.logaddexp(new.pb, new.pnb) > neg_inf  # (N,)
+            scores, fstate = self.fusion.after_prune(
+                new.tokens, new.lengths, is_ext & active_n, active_n, alive, t, fstate
+            )
             if scores:
                 new = dataclasses.replace(new, fusion=new.fusion + _stack(scores, names, (N,), w))
         return new, fstate

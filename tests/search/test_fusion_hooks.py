@@ -55,7 +55,8 @@ class DelayedBigram(LabelWiseBigram):
         return {}, state
 
     def after_prune(
-        self, tokens: Tensor, lengths: Tensor, is_new: Tensor, active: Tensor, frame: int, state: BatchedState | None
+        self, tokens: Tensor, lengths: Tensor, is_new: Tensor, active: Tensor, alive: Tensor, frame: int,
+        state: BatchedState | None,
     ) -> tuple[dict[str, Tensor], BatchedState | None]:
         new = prev_label(tokens, lengths)
         before = prev_label(tokens, (lengths - 1).clamp(min=0))
@@ -122,7 +123,7 @@ def test_a_score_name_without_weight_is_an_error_in_every_hook(hook: str) -> Non
             scores, state = super().extend(tokens, lengths, cand, state)
             return ({"lmm": scores["lm"]} if hook == "extend" else scores), state
 
-        def after_prune(self, tokens, lengths, is_new, active, frame, state):  # type: ignore[no-untyped-def]
+        def after_prune(self, tokens, lengths, is_new, active, alive, frame, state):  # type: ignore[no-untyped-def]
             zeros = torch.zeros(tokens.shape[0], dtype=torch.float64)
             return ({"lmm": zeros} if hook == "after_prune" else {}), state
 

@@ -37,7 +37,7 @@ def test_misspelt_names_are_rejected_at_load_with_key_path_value_and_known_names
     assert str(e.value) == "methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync']"
     with pytest.raises(ConfigError) as e:
         from_dict(SearchConfig, {"fusion": {"schedule": "labelwise"}}, "methods.lm")
-    assert str(e.value) == "methods.lm.fusion.schedule: 'labelwise' is not one of ['none', 'label_wise']"
+    assert str(e.value) == "methods.lm.fusion.schedule: 'labelwise' is not one of ['none', 'label_wise', 'delayed']"
 
 
 def test_validation_errors_at_load_name_the_method_entry() -> None:
@@ -135,7 +135,7 @@ def test_label_wise_wiring_and_its_errors() -> None:
     assert search.fusion.weights == {"lm": 0.5, "prior": -0.2} and list(search.fusion.scorers) == ["lm"]
     with pytest.raises(ValueError, match=r"fusion.weights names \['lm'\], but no scorer of that name was given \(given: none\)"):
         build_search(cfg, blank_id=0, log_prior=torch.zeros(3))
-    with pytest.raises(ValueError, match="'lm' has 7 labels but the AM has 3: label-wise fusion needs one vocabulary"):
+    with pytest.raises(ValueError, match="'lm' has 7 labels but the AM has 3: fusion.schedule='label_wise' scores AM labels and needs one vocabulary"):
         build_search(cfg, blank_id=0, log_prior=torch.zeros(3), scorers={"lm": _Uniform(7)}, vocab_size=3)
     with pytest.raises(ValueError, match="needs fusion.weights"):
         build_search(SearchConfig(fusion=FusionConfig(schedule="label_wise")), blank_id=0)
@@ -144,3 +144,38 @@ def test_label_wise_wiring_and_its_errors() -> None:
             FusionConfig(schedule="label_wise", weights={"lm": bad})
     with pytest.raises(ValueError, match="prior_scale=nan must be finite"):
         FusionConfig(prior_scale=float("nan"))
+
+
+def test_delayed_wiring_and_its_errors() -> None:
+    from asrllm.data.tokenizer import CharTokenizer
+    from asrllm.models.llm import LLMConfig, build_llm
+    from asrllm.search.fusion import DelayedFusion
+    from asrllm.search.lm_scorer import LMScorer
+
+    for bad, match in [
+        (dict(schedule="label_wise", weights={"lm": 1.0}, every=5), "every only apply to schedule='delayed'"),
+        (dict(schedule="none", retokenize=True), "retokenize only apply to schedule='delayed'"),
+        (dict(schedule="delayed", weights={"lm": 1.0}, trigger="end", every=5), "every=5 only applies to trigger='every'"),
+        (dict(schedule="delayed", weights={"lm": 1.0}, every=0), "every=0 must be >= 1 frame"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            FusionConfig(**bad)
+    with pytest.raises(ConfigError, match="'sometimes' is not one of \\['every', 'end', 'shortest'\\]"):
+        from_dict(FusionConfig, {"schedule": "delayed", "trigger": "sometimes"})
+
+    cfg = SearchConfig(fusion=FusionConfig(schedule="delayed", weights={"lm": 0.5}, trigger="every", every=10))
+    search = build_search(cfg, blank_id=0, scorers={"lm": _Uniform(3)}, vocab_size=3)
+    assert isinstance(search.fusion, DelayedFusion) and search.fusion.every == 10 and search.fusion.retokenizers is None
+    with pytest.raises(ValueError, match="'lm' has 3 labels but the AM has 5.*retokenize: true"):
+        build_search(cfg, blank_id=0, scorers={"lm": _Uniform(3)}, vocab_size=5)
+    v2 = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, retokenize=True))
+    with pytest.raises(ValueError, match="retokenize=true needs the AM tokenizer"):
+        build_search(v2, blank_id=0, scorers={"lm": _Uniform(3)}, vocab_size=3)
+    am = CharTokenizer(list("AB"))
+    with pytest.raises(ValueError, match=r"scorers \['lm'\] are not LMs with a tokenizer of their own"):
+        build_search(v2, blank_id=0, scorers={"lm": _Uniform(3)}, vocab_size=3, am_tokenizer=am)
+    lm_tok = CharTokenizer(list("ABC"))  # another vocabulary than the AM's: fine when re-tokenising
+    lm = build_llm(LLMConfig(arch=dict(model_type="llama", hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2)), label_tokenizer=lm_tok).eval()
+    search = build_search(v2, blank_id=0, scorers={"lm": LMScorer(lm)}, vocab_size=am.vocab_size, am_tokenizer=am)
+    assert search.fusion.retokenizers["lm"].lm_tokenizer is lm_tok

@@ -49,18 +49,9 @@ from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import load_trained_model, model_record
 from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
 from asrllm.search import LabelPrior, NBestEntry, SearchConfig, build_search, write_nbest_jsonl
-from asrllm.search.lm_scorer import load_lm_scorer
+from asrllm.search.lm_scorer import LMSpec, lm_record, load_lm_scorer
 
 log = logging.getLogger("asrllm.decode")
-
-
-@dataclasses.dataclass(frozen=True)
-class LMSpec:
-    """A language model to fuse: a trained LM experiment dir (asrllm.bin.train, `model_kind: lm`)."""
-
-    model_dir: str  # e.g. exp/tiny_llm_ft_char (relative to where decoding runs: the recipe dir)
-    checkpoint: str = "latest"  # latest | average | step_<N> dir name
-    temperature: float = 1.0  # LMScorer temperature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +84,7 @@ def fusion_inputs(cfg: DecodeConfig, model_dir: Path) -> dict[str, dict[str, Any
     """What each method fuses, as stage inputs: the records of the LMs it weights and the prior file's
     digest. Each LM and the prior are hashed once, however many methods use them."""
     used = {lm for m in cfg.methods.values() for lm in m.fusion.weights}
-    lm_inputs = {
-        lm: {**flatten(model_record(Path(cfg.lms[lm].model_dir), cfg.lms[lm].checkpoint), f"lm.{lm}"),
-             f"lm.{lm}.temperature": cfg.lms[lm].temperature}
-        for lm in sorted(used)
-    }
+    lm_inputs = {lm: lm_record(cfg.lms[lm], lm) for lm in sorted(used)}
     needs_prior = any(m.fusion.prior_scale > 0 for m in cfg.methods.values())
     prior = {"prior": file_digest(cfg.prior_file(model_dir))} if needs_prior else {}
     return {
@@ -180,8 +167,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         tokenizer = load_tokenizer(args.model_dir / "tokenizer")
         device = torch.device(cfg.device)
         used = {lm for name in todo for lm in cfg.methods[name].fusion.weights}
-        scorers = {lm: load_lm_scorer(Path(cfg.lms[lm].model_dir), cfg.lms[lm].checkpoint, device,
-                                      cfg.lms[lm].temperature) for lm in sorted(used)}
+        scorers = {lm: load_lm_scorer(cfg.lms[lm], device) for lm in sorted(used)}
         log_prior = None
         if any(cfg.methods[name].fusion.prior_scale > 0 for name in todo):
             probs = load_prior(cfg.prior_file(args.model_dir)).float()
@@ -203,6 +189,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
 
     results: dict[str, list[list[NBestEntry]]] = {name: [] for name in searches}
     search_seconds = dict.fromkeys(searches, 0.0)
+    lm_costs = {name: {lm: dict.fromkeys(("calls", "tokens", "utterance_calls"), 0) for lm in cfg.methods[name].fusion.weights}
+                for name in searches}  # LMCallStats summed over batches
     encoder_seconds = 0.0
     audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
     for batch in inference_batches(utts, cfg.batch_seconds):
@@ -215,8 +203,13 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         encoder_seconds += time.perf_counter() - start
         for name, search in searches.items():
             start = time.perf_counter()
+            for lm in cfg.methods[name].fusion.weights:
+                scorers[lm].stats.reset()
             results[name].extend(search(log_probs, lens, utt_ids=batch.ids))
             search_seconds[name] += time.perf_counter() - start
+            for lm in cfg.methods[name].fusion.weights:
+                for key, value in dataclasses.asdict(scorers[lm].stats).items():
+                    lm_costs[name][lm][key] += value
 
     for name in todo:
         out_dir = out_dirs[name]
@@ -235,6 +228,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             "encoder_seconds": encoder_seconds,
             "search_seconds": search_seconds[name],
             "decode_seconds": encoder_seconds + search_seconds[name],
+            "lm_costs": lm_costs[name],  # per fused LM: forward calls, tokens fed, utterance-calls
         }
         write_record(f"{prefix}.info.json", inputs[name], **info)  # written last: the part's record
         log.info(

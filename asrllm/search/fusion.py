@@ -89,6 +89,11 @@ class LabelPrior(PartialScorer):
     ) -> tuple[Tensor, None]:
         return self.log_prior.to(cand.device)[cand], None  # (N, S)
 
+    def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(N,) float64 sum of log_prior over each sequence's labels (no end-of-sentence term)."""
+        valid = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]  # (N, L)
+        return (self.log_prior.to(tokens.device)[tokens.clamp(min=0)] * valid).double().sum(dim=1)
+
 
 class FusionSchedule:
     """Base of all schedules; every hook is (optional) and by default adds nothing.

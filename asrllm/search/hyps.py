@@ -49,6 +49,12 @@ class NBestEntry:
         return config.from_dict(cls, data, "NBestEntry")
 
 
+def weighted_totals(scores: Tensor, weights: Tensor) -> Tensor:
+    """The log-linear combination of every search and of rescoring: scores (N, F) unweighted score
+    columns, weights (F,) (CTC 1, each LM its λ, the prior -scale) -> (N,) totals."""
+    return scores @ weights
+
+
 def rank_nbest(
     tokens: Tensor,
     lengths: Tensor,
@@ -69,7 +75,7 @@ def rank_nbest(
     B = len(utt_ids)
     K = tokens.shape[0] // max(B, 1)
     assert tokens.shape[0] == B * K and 1 <= nbest <= K, (tokens.shape, B, nbest)
-    total = (scores @ weights).view(B, K)  # (B, K)
+    total = weighted_totals(scores, weights).view(B, K)  # (B, K)
     best, order = total.topk(nbest, dim=1)  # (B, nbest)
     src = (order + torch.arange(B, device=order.device)[:, None] * K).view(-1)  # (B·nbest,)
     best_l, scores_l = best.view(-1).tolist(), scores.index_select(0, src).tolist()
@@ -86,6 +92,14 @@ def rank_nbest(
             entries.append(NBestEntry(utt_ids[b], r, labels, text, best_l[i], dict(zip(names, scores_l[i]))))
         out.append(entries)
     return out
+
+
+def group_by_utterance(entries: Iterable[NBestEntry]) -> list[list[NBestEntry]]:
+    """Entries (any order) -> per utterance, sorted by id, its entries in rank order."""
+    by_utt: dict[str, list[NBestEntry]] = {}
+    for e in entries:
+        by_utt.setdefault(e.utt_id, []).append(e)
+    return [sorted(by_utt[u], key=lambda e: e.rank) for u in sorted(by_utt)]
 
 
 def write_nbest_jsonl(path: str | Path, entries: Iterable[NBestEntry]) -> None:

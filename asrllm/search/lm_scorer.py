@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,7 +41,8 @@ from torch import Tensor
 from asrllm.batched import BatchedState
 from asrllm.data.tokenizer import Tokenizer
 from asrllm.models.llm import CausalLM, LMState
-from asrllm.models.trained import load_trained_model
+from asrllm.models.trained import load_trained_model, model_record
+from asrllm.provenance import flatten
 from asrllm.search.scorer import EncoderOutput, Scorer
 
 
@@ -172,12 +174,28 @@ class LMScorer(Scorer):
         return logp if self.temperature == 1.0 else (logp / self.temperature).log_softmax(-1)
 
 
-def load_lm_scorer(model_dir: Path, checkpoint: str, device: torch.device, temperature: float = 1.0) -> LMScorer:
+@dataclasses.dataclass(frozen=True)
+class LMSpec:
+    """A language model to fuse or rescore with: a trained LM experiment dir (asrllm.bin.train, `model_kind: lm`)."""
+
+    model_dir: str  # e.g. exp/tiny_llm_ft_char (relative to where decoding runs: the recipe dir)
+    checkpoint: str = "latest"  # latest | average | step_<N> dir name
+    temperature: float = 1.0  # LMScorer temperature
+
+
+def load_lm_scorer(spec: LMSpec, device: torch.device) -> LMScorer:
     """THE way to get an LM for scoring: the trained LM of an experiment dir (`model_kind: lm`,
-    asrllm.bin.train) with the weights `checkpoint` names, in eval mode, as an `LMScorer`.
+    asrllm.bin.train) with the weights `spec.checkpoint` names, in eval mode, as an `LMScorer`.
     Its labels are those it was trained on: the AM's (re-vocabularised, own LM) or the LLM's own."""
-    model = load_trained_model(model_dir, checkpoint, device)
+    model_dir = Path(spec.model_dir)
+    model = load_trained_model(model_dir, spec.checkpoint, device)
     llm = getattr(model, "llm", None)
     if not isinstance(llm, CausalLM):
         raise ValueError(f"{model_dir}: a {type(model).__name__} is not a language model (model_kind lm)")
-    return LMScorer(llm.eval(), temperature)
+    return LMScorer(llm.eval(), spec.temperature)
+
+
+def lm_record(spec: LMSpec, name: str) -> dict[str, Any]:
+    """The LM `spec` names as a stage input (asrllm.provenance), its keys prefixed `lm.<name>.`."""
+    record = {**model_record(Path(spec.model_dir), spec.checkpoint), "temperature": spec.temperature}
+    return flatten(record, f"lm.{name}")

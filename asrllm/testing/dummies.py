@@ -17,14 +17,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from asrllm.config import save_config
 from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import Utterance, read_datadir, write_datadir
-from asrllm.config import save_config
 from asrllm.data.tokenizer import Tokenizer, TokenizerConfig, load_tokenizer, train_tokenizer
 from asrllm.models.conformer import ConformerConfig
 from asrllm.models.ctc_model import CTCModel, CTCModelConfig
-from asrllm.train.checkpoint import save_model_state
+from asrllm.train.checkpoint import checkpoint_state_dict, save_model_state
 
 WORDS = (
     "THE QUICK BROWN FOX JUMPS OVER A LAZY DOG AND SHE SELLS SEA SHELLS BY SHORE "
@@ -174,3 +174,16 @@ def make_ctc_exp_dir(exp: Path, seed: int, name: str = "model_avg.safetensors") 
     path = exp / name
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model_state(CTCModel(cfg).state_dict(), path)
+
+
+def make_lm_exp_dir(lm_dir: Path, tokenizer_dir: Path, seed: int) -> None:
+    """An untrained tiny LM exp dir over the AM's labels (as stage 8 leaves a re-vocabularised LM)."""
+    from asrllm.models.llm import LLMConfig
+    from asrllm.models.lm_model import LMModel, LMModelConfig
+
+    cfg = LMModelConfig(llm=LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32,
+                                                num_hidden_layers=1, num_attention_heads=2)),
+                        label_unit="am_tokenizer", am_tokenizer=str(tokenizer_dir))
+    save_config({"model_kind": "lm", "model": cfg}, lm_dir / "config.yaml")
+    torch.manual_seed(seed)
+    save_model_state(checkpoint_state_dict(LMModel(cfg)), lm_dir / "model_avg.safetensors")

@@ -12,17 +12,13 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 
 from asrllm.bin import decode, score
 from asrllm.bin.estimate_prior import main as estimate_prior
-from asrllm.config import save_config
 from asrllm.locking import DirLock
-from asrllm.models.llm import LLMConfig
-from asrllm.models.lm_model import LMModel, LMModelConfig
 from asrllm.search import read_nbest_jsonl
-from asrllm.testing.dummies import make_ctc_exp_dir, make_datadir
-from asrllm.train.checkpoint import MODEL_FILE, checkpoint_state_dict, save_model_state
+from asrllm.testing.dummies import make_ctc_exp_dir, make_datadir, make_lm_exp_dir
+from asrllm.train.checkpoint import MODEL_FILE
 
 DECODE = """
 methods:
@@ -136,16 +132,6 @@ def test_scoring_refuses_parts_of_another_model(setup: Path, caplog: pytest.LogC
     caplog.set_level(logging.ERROR)
     assert score.main(argv) == 1
     assert "was decoded from other inputs than" in caplog.text and "differs in: model.weights" in caplog.text
-
-
-def make_lm_exp_dir(lm_dir: Path, tokenizer_dir: Path, seed: int) -> None:
-    """An untrained tiny LM exp dir over the AM's characters (as stage 8 leaves a re-vocab LM)."""
-    cfg = LMModelConfig(llm=LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32,
-                                                num_hidden_layers=1, num_attention_heads=2)),
-                        label_unit="am_tokenizer", am_tokenizer=str(tokenizer_dir))
-    save_config({"model_kind": "lm", "model": cfg}, lm_dir / "config.yaml")
-    torch.manual_seed(seed)
-    save_model_state(checkpoint_state_dict(LMModel(cfg)), lm_dir / "model_avg.safetensors")
 
 
 def test_label_wise_fusion_with_prior_from_the_decode_config(setup: Path, caplog: pytest.LogCaptureFixture) -> None:

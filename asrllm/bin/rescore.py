@@ -8,7 +8,7 @@ of `lms` adds its whole-sequence score (EOS included; `asrllm.search.rescoring`)
 adds the "prior" column, and each method of `methods` re-ranks by ctc + Σ λ·lm − prior_scale·prior.
 Method M writes `<model-dir>/decode_<set>_M/parts/0-of-1.{hyp.txt,nbest.jsonl,info.json}` like a
 decode job, so `asrllm.bin.score` scores it; its nbest.jsonl holds every score column, which
-`asrllm.bin.tune_scales` reads.
+`asrllm.bin.tune_scales` reads (`--out-prefix tune` puts such dev lists apart from the results).
 
 The N-best lists must come from `--model-dir`'s model as it is now, and from `--data`: lists of
 another model (or of a retrained one) are an error naming what differs. Re-runs follow
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True, type=Path, help="experiment dir of the AM that made the N-best lists")
     parser.add_argument("--nbest-dir", required=True, type=Path, help="decode dir with N-best lists (nbest > 1)")
     parser.add_argument("--data", required=True, type=Path, help="the data dir that was decoded")
+    parser.add_argument("--out-prefix", default="decode",
+                        help="method M goes to <model-dir>/<prefix>_<set>_M (default decode: scored and tabled; "
+                             "another prefix keeps e.g. the N-best lists for scale tuning out of the results)")
     parser.add_argument("--force", action="store_true", help="redo methods that were made from other inputs")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides of the rescoring config")
     args = parser.parse_args(argv)
@@ -138,7 +141,7 @@ def run(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) -> 
                    **(prior_input if m.prior_scale > 0 else {})}
             for name, m in cfg.methods.items()
         }
-        out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in cfg.methods}
+        out_dirs = {name: args.model_dir / f"{args.out_prefix}_{set_name}_{name}" for name in cfg.methods}
         todo = [name for name, d in out_dirs.items()
                 if decide(d / "parts" / "0-of-1.info.json", inputs[name], args.force, f"rescoring {d}")]
         if not todo:

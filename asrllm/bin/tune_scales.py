@@ -1,17 +1,20 @@
 """Tune the LM and prior scales on rescored dev N-best lists; write them into a decode config.
 
-    python -m asrllm.bin.tune_scales --nbest-dir exp/ctc/decode_dev_rescore_tiny --data data/dev \\
-        --lm tiny --template conf/decode_fusion.yaml --out-dir exp/ctc/tune_tiny \\
-        [--lm-grid "0 0.2 0.4 ..."] [--prior-grid "0 0.2 ..."] [--refine-rounds 2] [--normalizer NAME]
+    python -m asrllm.bin.tune_scales --nbest-dir exp/ctc/tune_dev_rescore_tiny --data data/dev --lm tiny \\
+        --template conf/decode_fusion.yaml [--template conf/rescore.yaml ...] --out-dir exp/ctc/tune_tiny \\
+        [--lm-grid 0,0.2,0.4,...] [--prior-grid 0,0.2,...] [--refine-rounds 2] [--normalizer NAME]
 
 Reads the merged parts of `--nbest-dir` (asrllm.bin.rescore output: score columns ctc, the LM,
 prior), grid-searches (λ_lm, prior scale) with AM scale 1 for the lowest WER, refines around the
 best point (asrllm.search.tuning), and writes to `--out-dir`:
 - `tuning.json`: the chosen scales, their dev WER, the WER of the lists as ranked, every point tried;
 - `grid.png`: dev WER over the points;
-- `decode.yaml`: `--template` (a decode config) with `fusion.weights.<lm>` and `fusion.prior_scale`
-  of every method that fuses `--lm` set to the tuned scales: first-pass decoding of dev and test
-  reuses them (the paper: "tuned on dev N-best, reused for first-pass search").
+- per `--template` (a decode config, or a rescoring config of asrllm.bin.rescore) a copy under its
+  file name with the tuned scales in every method that uses `--lm` (decode: `fusion.weights.<lm>`
+  and `fusion.prior_scale`; rescoring: `weights.<lm>` and `prior_scale`; a method whose template
+  prior_scale is 0 or unset stays without a prior and gets the λ tuned without one): first-pass decoding and
+  rescoring of dev and test reuse them (the paper: "tuned on dev N-best, reused for first-pass
+  search"). Tuning several LMs chains: the next tuning's templates are the previous outputs.
 Re-runs follow asrllm.provenance (`tuning.json` is the record).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -35,34 +39,42 @@ from asrllm.search.tuning import plot_grid, tune_scales
 
 log = logging.getLogger("asrllm.tune_scales")
 
-DEFAULT_LM_GRID = "0 0.2 0.4 0.6 0.8 1.0 1.2 1.5"
-DEFAULT_PRIOR_GRID = "0 0.2 0.4 0.6 0.8"
+DEFAULT_LM_GRID = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.5"
+DEFAULT_PRIOR_GRID = "0,0.2,0.4,0.6,0.8"
 
 
-def tuned_decode_config(template: dict, lm: str, lm_scale: float, prior_scale: float) -> dict:
-    """The decode config `template` with every method that fuses `lm` set to the tuned scales."""
+def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_only: float, where: str) -> dict:
+    """`template` (decode: methods.*.fusion; rescoring: methods.*) with every method that weights `lm`
+    set to the tuned scales: with_prior = (λ, prior scale) where the template's prior_scale is > 0,
+    else λ = lm_only tuned without a prior (the "without prior" ablation stays without one).
+    `where` names the template in errors."""
     methods = template.get("methods")
     if not isinstance(methods, dict):
-        raise ConfigError("decode template: no methods")
+        raise ConfigError(f"{where}: no methods")
     out = {**template, "methods": {}}
     hits = 0
     for name, method in methods.items():
-        fusion = (method or {}).get("fusion") or {}
-        if lm in (fusion.get("weights") or {}):
-            fusion = {**fusion, "weights": {**fusion["weights"], lm: lm_scale}, "prior_scale": prior_scale}
-            method = {**method, "fusion": fusion}
+        method = dict(method or {})
+        target = dict(method.get("fusion") or {}) if "fusion" in method else method  # decode | rescoring config
+        if lm in (target.get("weights") or {}):
+            if float(target.get("prior_scale") or 0.0) > 0:
+                target.update(weights={**target["weights"], lm: with_prior[0]}, prior_scale=with_prior[1])
+            else:
+                target.update(weights={**target["weights"], lm: lm_only})
+            if "fusion" in method:
+                method["fusion"] = target
             hits += 1
         out["methods"][name] = method
     if not hits:
-        raise ConfigError(f"decode template: no method fuses LM {lm!r} (fusion.weights.{lm})")
+        raise ConfigError(f"{where}: no method weights LM {lm!r}")
     return out
 
 
 def _grid(text: str, option: str) -> list[float]:
     try:
-        return [float(x) for x in text.split()]
+        return [float(x) for x in re.split(r"[,\s]+", text.strip())]
     except ValueError:
-        raise ValueError(f"{option} {text!r}: expected numbers separated by spaces") from None
+        raise ValueError(f"{option} {text!r}: expected numbers separated by commas or spaces") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nbest-dir", required=True, type=Path, help="rescored dev N-best lists (asrllm.bin.rescore)")
     parser.add_argument("--data", required=True, type=Path, help="the data dir of the N-best lists (references)")
     parser.add_argument("--lm", required=True, help="the LM score column to tune (a name of the rescoring lms)")
-    parser.add_argument("--template", required=True, type=Path, help="decode config whose fused methods get the scales")
-    parser.add_argument("--out-dir", required=True, type=Path, help="where tuning.json, grid.png, decode.yaml go")
+    parser.add_argument("--template", required=True, type=Path, action="append",
+                        help="decode or rescoring config whose methods get the scales (repeatable)")
+    parser.add_argument("--out-dir", required=True, type=Path, help="where tuning.json, grid.png, the configs go")
     parser.add_argument("--lm-grid", default=DEFAULT_LM_GRID, help=f"LM scales (default: {DEFAULT_LM_GRID!r})")
     parser.add_argument("--prior-grid", default=DEFAULT_PRIOR_GRID, help=f"prior scales (default: {DEFAULT_PRIOR_GRID!r})")
     parser.add_argument("--refine-rounds", type=int, default=2, help="step halvings around the best point")
@@ -84,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         lm_grid, prior_grid = _grid(args.lm_grid, "--lm-grid"), _grid(args.prior_grid, "--prior-grid")
         inputs = {
             **{f"nbest.{p.name}": file_digest(p) for p in sorted((args.nbest_dir / "parts").glob("*.nbest.jsonl"))},
-            "data": datadir_digest(args.data), "template": file_digest(args.template), "lm": args.lm,
+            "data": datadir_digest(args.data), "lm": args.lm,
+            **{f"template.{t.name}": file_digest(t) for t in args.template},
             "lm_grid": lm_grid, "prior_grid": prior_grid, "refine_rounds": args.refine_rounds,
             "normalizer": args.normalizer,
         }
@@ -95,17 +109,25 @@ def main(argv: list[str] | None = None) -> int:
         refs = {u.id: u.text for u in read_datadir(args.data)}
         nbest = group_by_utterance(entries)
         result = tune_scales(nbest, refs, args.lm, lm_grid, prior_grid, args.refine_rounds, args.normalizer)
-        decode_cfg = tuned_decode_config(load_yaml(args.template), args.lm, result.lm_scale, result.prior_scale)
+        no_prior = tune_scales(nbest, refs, args.lm, lm_grid, [0.0], args.refine_rounds, args.normalizer)
+        names = [t.name for t in args.template]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--template: file names must differ (they name the outputs): {names}")
+        configs = {t.name: tuned_config(load_yaml(t), args.lm, (result.lm_scale, result.prior_scale),
+                                        no_prior.lm_scale, str(t))
+                   for t in args.template}
     except (ConfigError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    header = (f"# Scales tuned on {args.nbest_dir} ({result.num_utts} utts) by asrllm.bin.tune_scales: "
-              f"{args.lm}={result.lm_scale:g}, prior_scale={result.prior_scale:g}, dev WER {result.wer:.2f} % "
-              f"(as ranked {result.baseline_wer:.2f} %). Template: {args.template}\n")
-    atomic_write_text(args.out_dir / "decode.yaml", header + yaml.safe_dump(decode_cfg, sort_keys=False))
+    for template in args.template:
+        header = (f"# Scales tuned on {args.nbest_dir} ({result.num_utts} utts) by asrllm.bin.tune_scales: "
+                  f"{args.lm}={result.lm_scale:g}, prior_scale={result.prior_scale:g}, dev WER {result.wer:.2f} % "
+                  f"(without prior: {args.lm}={no_prior.lm_scale:g}, {no_prior.wer:.2f} %; as ranked "
+                  f"{result.baseline_wer:.2f} %). Template: {template}\n")
+        atomic_write_text(args.out_dir / template.name, header + yaml.safe_dump(configs[template.name], sort_keys=False))
     plot_grid(result, args.lm, args.out_dir / "grid.png")
-    write_record(record, inputs, **dataclasses.asdict(result))
+    write_record(record, inputs, **dataclasses.asdict(result), without_prior=dataclasses.asdict(no_prior))
     log.info("%s: %s=%g prior_scale=%g: dev WER %.2f %% (as ranked %.2f %%, %d points)", args.out_dir, args.lm,
              result.lm_scale, result.prior_scale, result.wer, result.baseline_wer, len(result.grid))
     return 0

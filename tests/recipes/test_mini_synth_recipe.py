@@ -42,6 +42,28 @@ TINY_LM = (
     "--lm-zeroshot-configs", "conf/lm/tiny_llm_ft_unigram256.yaml",
 )
 LMS = ("tiny_llm_pretrain", "tiny_llm_ft_unigram256", "tiny_llm_ft_unigram256_zeroshot")
+# Combination stages 10-13 with the one LM the tiny run trains (SentencePiece pieces, the AM has
+# characters: delayed fusion with re-tokenisation, and N-best rescoring); the recipe's own configs
+# (every LM) are checked by test_combination_configs_load.
+RESCORE_TINY = """
+lms:
+  tiny: {model_dir: exp/tiny_llm_ft_unigram256}
+methods:
+  rescore_tiny: {weights: {tiny: 0.5}, prior_scale: 0.3}
+"""
+FUSION_TINY = """
+lms:
+  tiny: {model_dir: exp/tiny_llm_ft_unigram256}
+methods:
+  beam4_prior: {beam: 4, fusion: {prior_scale: 0.3}}
+  v2e5_tiny: {beam: 4, fusion: {schedule: delayed, retokenize: true, every: 5, weights: {tiny: 0.5}, prior_scale: 0.3}}
+  v2end_tiny_noprior: {beam: 4, fusion: {schedule: delayed, retokenize: true, trigger: end, weights: {tiny: 0.5}}}
+"""
+TINY_COMBINATION = (
+    "--nbest-config", "conf/decode_nbest.yaml", "--rescore-config", "conf/rescore_tiny.yaml",
+    "--fusion-config", "conf/decode_fusion_tiny.yaml", "--tune-lms", "tiny",
+    "--tune-args", "--lm-grid 0,0.5 --prior-grid 0,0.5 --refine-rounds 1",
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +72,10 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for part in ("egs/TEMPLATE", "egs/mini_synth", "utils"):
         shutil.copytree(REPO / part, root / part, symlinks=True,
                         ignore=shutil.ignore_patterns("data", "exp", "corpus", "RESULTS.md"))
-    return root / "egs/mini_synth/asr1"
+    recipe = root / "egs/mini_synth/asr1"
+    (recipe / "conf/rescore_tiny.yaml").write_text(RESCORE_TINY)
+    (recipe / "conf/decode_fusion_tiny.yaml").write_text(FUSION_TINY)
+    return recipe
 
 
 def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +87,7 @@ def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_all_stages_run_and_leave_results(recipe: Path) -> None:
     proc = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, "--average-last", "2",
-                      *TOKEN, *TINY_LM)
+                      *TOKEN, *TINY_LM, *TINY_COMBINATION)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     assert len(list((recipe / "corpus/LibriSpeech/train").rglob("*.flac"))) == 24
@@ -94,11 +119,26 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
             assert (metrics["train_seconds"] is None) == lm.endswith("_zeroshot"), (lm, metrics)
         assert f"| {lm} |" in results
     assert "Language models: perplexity" in results
-    assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 10 runs only on request
+    assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 14 runs only on request
+
+    assert (am / "prior.safetensors").is_file() and (am / "prior.safetensors.inputs.json").is_file()
+    tuning = json.loads((am / "tune/tiny/tuning.json").read_text())
+    assert {"lm_scale", "prior_scale", "wer", "without_prior"} <= set(tuning) and (am / "tune/tiny/grid.png").is_file()
+    tuned = (am / "tune/tiny/decode_fusion_tiny.yaml").read_text()
+    assert f"tiny: {tuning['lm_scale']}" in tuned and f"tiny: {tuning['without_prior']['lm_scale']}" in tuned
+    assert (am / "tune_dev_rescore_tiny/parts/0-of-1.nbest.jsonl").is_file() and "tune_dev" not in results
+    for dset in ("dev", "test"):
+        for method in ("nbest16", "rescore_tiny", "beam4_prior", "v2e5_tiny", "v2end_tiny_noprior"):
+            metrics = json.loads((am / f"decode_{dset}_{method}/metrics.json").read_text())
+            assert metrics["num_utts"] == 6, (dset, method)
+            assert method in results, method
+        costs = json.loads((am / f"decode_{dset}_v2e5_tiny/metrics.json").read_text())["lm_costs"]["tiny"]
+        assert costs["calls"] >= 1 and costs["tokens"] > 0
 
     # A second run skips every finished stage: no output is rewritten.
     before = snapshot(recipe)
-    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TOKEN, *TINY_LM)
+    again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TOKEN, *TINY_LM,
+                       *TINY_COMBINATION)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert snapshot(recipe) == before
     assert (recipe / "RESULTS.md").read_text() == results
@@ -194,3 +234,24 @@ def test_lm_configs_resolve(config: Path) -> None:
     """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 10's) is valid."""
     exp = resolve_config(config, [], None)
     assert exp.config.model_kind == "lm" and exp.model.llm is not None
+
+
+def test_combination_configs_load() -> None:
+    """The recipe's stage 11-13 configs load; every LM they name is trained by run.sh's stage 8, and
+    every LM run.sh tunes has its rescore_<lm> method."""
+    from asrllm.bin.decode import DecodeConfig
+    from asrllm.bin.rescore import RescoreConfig
+    from asrllm.config import load_config
+
+    conf = REPO / "egs/mini_synth/asr1/conf"
+    run_sh = (REPO / "egs/mini_synth/asr1/run.sh").read_text()
+    nbest = load_config(DecodeConfig, conf / "decode_nbest.yaml", {})
+    assert len(nbest.methods) == 1 and next(iter(nbest.methods.values())).nbest > 1
+    fusion = load_config(DecodeConfig, conf / "decode_fusion.yaml", {})
+    rescore = load_config(RescoreConfig, conf / "rescore.yaml", {})
+    for lms in (fusion.lms, rescore.lms):
+        for spec in lms.values():
+            assert f"conf/lm/{Path(spec.model_dir).name}.yaml" in run_sh, spec
+    tuned = run_sh.split('--tune-lms "')[1].split('"')[0].split()
+    assert tuned and all(f"rescore_{lm}" in rescore.methods for lm in tuned)
+    assert {lm for m in fusion.methods.values() for lm in m.fusion.weights} <= set(tuned)

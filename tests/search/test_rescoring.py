@@ -88,7 +88,8 @@ lms:
   lm: {{model_dir: {tmp_path / 'exp_lm'}, checkpoint: average}}
 methods:
   beam: {{beam: 4}}
-  fused: {{beam: 4, fusion: {{schedule: label_wise, weights: {{lm: 1.0}}}}}}
+  fused: {{beam: 4, fusion: {{schedule: label_wise, weights: {{lm: 1.0}}, prior_scale: 0.1}}}}
+  fused_noprior: {{beam: 4, fusion: {{schedule: label_wise, weights: {{lm: 1.0}}}}}}
 """)
     return tmp_path
 
@@ -126,18 +127,24 @@ def test_decode_rescore_score_tune_decode(setup: Path, caplog: pytest.LogCapture
 
     out = setup / "exp/tune_lm"
     argv = ["--nbest-dir", str(setup / "exp/decode_dev_resc"), *data, "--lm", "lm",
-            "--template", str(setup / "template.yaml"), "--out-dir", str(out), "--lm-grid", "0 0.5 1",
+            "--template", str(setup / "template.yaml"), "--template", str(setup / "rescore.yaml"),
+            "--out-dir", str(out), "--lm-grid", "0 0.5 1",
             "--prior-grid", "0 0.5"]
     assert tune_scales.main(argv) == 0
     result = json.loads((out / "tuning.json").read_text())
     assert (out / "grid.png").stat().st_size > 1000
-    cfg = load_config(DecodeConfig, out / "decode.yaml", {})
+    cfg = load_config(DecodeConfig, out / "template.yaml", {})
     assert cfg.methods["fused"].fusion.weights == {"lm": result["lm_scale"]}
     assert cfg.methods["fused"].fusion.prior_scale == result["prior_scale"] and cfg.methods["beam"].fusion.weights == {}
+    lm_only = result["without_prior"]["lm_scale"]
+    assert cfg.methods["fused_noprior"].fusion.weights == {"lm": lm_only} and cfg.methods["fused_noprior"].fusion.prior_scale == 0
+    tuned = load_config(rescore.RescoreConfig, out / "rescore.yaml", {})
+    assert tuned.methods["resc"].weights == {"lm": result["lm_scale"]} and tuned.methods["resc"].prior_scale == result["prior_scale"]
+    assert tuned.methods["resc_lm_only"].weights == {"lm": lm_only} and tuned.methods["resc_lm_only"].prior_scale == 0
     refs = {u.id: u.text for u in read_datadir(setup / "data/dev")}
     ranked = rerank(group_by_utterance(entries), {"ctc": 1.0, "lm": result["lm_scale"], "prior": -result["prior_scale"]})
     assert result["wer"] == pytest.approx(100 * score_corpus(refs, {u[0].utt_id: u[0].text for u in ranked}).wer)
-    assert decode.main(["--config", str(out / "decode.yaml"), "--model-dir", str(setup / "exp"), *data]) == 0
+    assert decode.main(["--config", str(out / "template.yaml"), "--model-dir", str(setup / "exp"), *data]) == 0
 
 
 def test_nbest_lists_of_another_model_are_refused(setup: Path, caplog: pytest.LogCaptureFixture) -> None:

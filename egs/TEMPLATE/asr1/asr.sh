@@ -19,12 +19,22 @@
 #   Stage 8: LM training   each of lm_configs on the transcriptions data/<train_set>
 #   Stage 9: perplexity    exp/<name>/ppl_<set>/ of stages 7-8 and, untrained, of lm_zeroshot_configs
 #                          (into exp/<name>_zeroshot/); then RESULTS.md
-#   Stage 10: extra LM     lm_extra_config (e.g. SmolLM2-135M LoRA, slow on CPU) trained as in stage 8
-#                          + perplexity; beyond the default --stop-stage, so run it with --stage 10
+# Combination of the AM with LMs (PAPER.md §5); skipped while nbest_config is "":
+#   Stage 10: CTC prior    exp/<am_tag>/prior.safetensors: mean CTC softmax on data/<prior_set>
+#   Stage 11: N-best lists exp/<am_tag>/decode_<set>_<method>/ of nbest_config for test_sets, scored
+#   Stage 12: scale tuning the valid set's N-best lists rescored with every LM of rescore_config
+#                          (exp/<am_tag>/tune_<valid_set>_rescore_<lm>/), then for each LM of tune_lms
+#                          in turn the (λ, prior scale) of lowest dev WER, written into copies of
+#                          rescore_config and fusion_config: exp/<am_tag>/tune/<lm>/ (each LM's
+#                          tuning starts from the previous one's copies)
+#   Stage 13: combination  test_sets rescored with the tuned rescore_config and decoded with the tuned
+#                          fusion_config (label-wise, delayed fusion), scored; then RESULTS.md
+#   Stage 14: extra LM     lm_extra_config (e.g. SmolLM2-135M LoRA, slow on CPU) trained as in stage 8
+#                          + perplexity; beyond the default --stop-stage, so run it with --stage 14
 set -euo pipefail
 
 stage=0                  # first stage to run
-stop_stage=9             # last stage to run (stage 10 only on request)
+stop_stage=13            # last stage to run (stage 14 only on request)
 force=false              # true: redo the outputs whose inputs changed (otherwise such a change is an error)
 corpus_dir=corpus        # where the raw corpus is (or is built)
 corpus_args=""           # extra options for local/corpus.sh (e.g. corpus size), split at spaces
@@ -52,7 +62,14 @@ lm_configs=""            # stage 8: LM configs trained on the transcriptions
 lm_train_args=""         # extra key=value overrides for stages 8 and 10
 lm_zeroshot_configs=""   # stage 9: LM configs evaluated without training (pre-trained or re-vocabularised as is)
 lm_test_sets=""          # stage 9: perplexity sets (default: test_sets)
-lm_extra_config=""       # stage 10: an LM config trained and evaluated only on request
+prior_set=""             # stage 10: data/<prior_set> for the CTC prior (default: train_set)
+nbest_config=""          # stage 11: decode config of the N-best lists (one method, nbest > 1); "": skip 10-13
+rescore_config=""        # stages 12-13: rescoring config (asrllm.bin.rescore): the LMs (by name), the prior,
+                         #   and per tuned LM <lm> a method rescore_<lm> that weights it
+fusion_config=""         # stage 13: decode config of the fusion methods; its scales are tuned in stage 12
+tune_lms=""              # stage 12: LM names (keys of rescore_config's lms) to tune, in this order
+tune_args=""             # stage 12: extra options of asrllm.bin.tune_scales, e.g. --lm-grid "0 0.5 1"
+lm_extra_config=""       # stage 14: an LM config trained and evaluated only on request
 . utils/parse_options.sh
 
 [[ -f cmd.sh ]] && . ./cmd.sh
@@ -77,9 +94,37 @@ force_opt=(); [[ $force == true ]] && force_opt=(--force)
 read -ra corpus_opts <<< "$corpus_args"
 read -ra test_set_list <<< "$test_sets"
 read -ra lm_test_set_list <<< "$lm_test_sets"
+read -ra tune_lm_list <<< "$tune_lms"
+read -ra tune_opts <<< "$tune_args"
+[[ -n $prior_set ]] || prior_set=$train_set
 read -ra lm_tokenizer_list <<< "$lm_tokenizers"
 read -ra lm_config_list <<< "$lm_configs"
 read -ra lm_zeroshot_list <<< "$lm_zeroshot_configs"
+
+# score_sets METHOD...: score exp/<am_tag>/decode_<set>_<method>/ of every test set.
+score_sets() {
+  local dset method
+  for dset in "${test_set_list[@]}"; do
+    for method in "$@"; do
+      python -m asrllm.bin.score --decode-dir "$am_dir/decode_${dset}_$method" --data "data/$dset" \
+        ${normalizer:+--normalizer "$normalizer"}
+    done
+  done
+}
+# decode_sets CONFIG [ARGS]: decode every test set with CONFIG in nj parallel jobs.
+decode_sets() {
+  local config=$1 dset job pids; shift
+  for dset in "${test_set_list[@]}"; do
+    pids=()
+    for (( job = 0; job < nj; job++ )); do
+      $decode_cmd "$am_dir/logs/decode_$(basename "${config%.*}")_${dset}.$job.log" \
+        python -m asrllm.bin.decode --config "$config" --model-dir "$am_dir" \
+          --checkpoint "$checkpoint" --data "data/$dset" --num-jobs "$nj" --job "$job" "${force_opt[@]}" "$@" &
+      pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done  # fails the stage if any job failed
+  done
+}
 
 if selected 0 "corpus"; then
   local/corpus.sh --corpus-dir "$corpus_dir" "${force_opt[@]}" "${corpus_opts[@]}"
@@ -105,26 +150,12 @@ if selected 3 "AM training ($am_dir)"; then
 fi
 
 if selected 4 "decoding (${test_sets})"; then
-  for dset in "${test_set_list[@]}"; do
-    pids=()
-    for (( job = 0; job < nj; job++ )); do
-      $decode_cmd "$am_dir/logs/decode_${dset}.$job.log" \
-        python -m asrllm.bin.decode --config "$decode_config" --model-dir "$am_dir" \
-          --checkpoint "$checkpoint" --data "data/$dset" --num-jobs "$nj" --job "$job" \
-          "${force_opt[@]}" ${decode_args:+"$decode_args"} &
-      pids+=($!)
-    done
-    for pid in "${pids[@]}"; do wait "$pid"; done  # fails the stage if any job failed
-  done
+  decode_sets "$decode_config" ${decode_args:+"$decode_args"}
 fi
 
 if selected 5 "scoring and RESULTS.md"; then
-  for dset in "${test_set_list[@]}"; do
-    for ddir in "$am_dir"/decode_"$dset"_*/; do
-      [[ -d $ddir ]] || continue
-      python -m asrllm.bin.score --decode-dir "$ddir" --data "data/$dset" ${normalizer:+--normalizer "$normalizer"}
-    done
-  done
+  read -ra methods <<< "$(python -m asrllm.bin.list_methods "$decode_config")"
+  score_sets "${methods[@]}"
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 
@@ -172,8 +203,56 @@ if selected 9 "perplexities on ${lm_test_sets}, then RESULTS.md"; then
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 
-if [[ -n $lm_extra_config ]] && (( stage <= 10 && 10 <= stop_stage )); then
-  log "Stage 10: extra LM ($lm_extra_config)"
+# The combination stages 10-13 (skipped without nbest_config).
+nbest_method=""
+if [[ -n $nbest_config ]]; then
+  nbest_method=$(python -m asrllm.bin.list_methods --one "$nbest_config")
+  # tuned_configs: the copies of rescore_config and fusion_config that the last tuned LM's stage-12 run wrote.
+  tuned_rescore=$rescore_config tuned_fusion=$fusion_config
+  for lm in "${tune_lm_list[@]}"; do
+    tuned_rescore=$am_dir/tune/$lm/$(basename "$rescore_config")
+    tuned_fusion=$am_dir/tune/$lm/$(basename "$fusion_config")
+  done
+fi
+
+if [[ -n $nbest_config ]] && selected 10 "CTC prior of $am_dir on data/$prior_set"; then
+  $decode_cmd "$am_dir/logs/prior.log" \
+    python -m asrllm.bin.estimate_prior --model-dir "$am_dir" --checkpoint "$checkpoint" \
+      --data "data/$prior_set" "${force_opt[@]}"
+fi
+
+if [[ -n $nbest_config ]] && selected 11 "N-best lists ($nbest_method) of ${test_sets}"; then
+  decode_sets "$nbest_config"
+  score_sets "$nbest_method"
+fi
+
+if [[ -n $nbest_config ]] && selected 12 "scale tuning on data/$valid_set (${tune_lms})"; then
+  $decode_cmd "$am_dir/logs/rescore_tune_${valid_set}.log" \
+    python -m asrllm.bin.rescore --config "$rescore_config" --model-dir "$am_dir" \
+      --nbest-dir "$am_dir/decode_${valid_set}_$nbest_method" --data "data/$valid_set" --out-prefix tune "${force_opt[@]}"
+  templates=("$rescore_config" "$fusion_config")
+  for lm in "${tune_lm_list[@]}"; do
+    python -m asrllm.bin.tune_scales --nbest-dir "$am_dir/tune_${valid_set}_rescore_$lm" --data "data/$valid_set" \
+      --lm "$lm" --template "${templates[0]}" --template "${templates[1]}" --out-dir "$am_dir/tune/$lm" \
+      ${normalizer:+--normalizer "$normalizer"} "${force_opt[@]}" "${tune_opts[@]}"
+    templates=("$am_dir/tune/$lm/$(basename "$rescore_config")" "$am_dir/tune/$lm/$(basename "$fusion_config")")
+  done
+fi
+
+if [[ -n $nbest_config ]] && selected 13 "rescoring and fusion decoding of ${test_sets}, then RESULTS.md"; then
+  for dset in "${test_set_list[@]}"; do
+    $decode_cmd "$am_dir/logs/rescore_${dset}.log" \
+      python -m asrllm.bin.rescore --config "$tuned_rescore" --model-dir "$am_dir" \
+        --nbest-dir "$am_dir/decode_${dset}_$nbest_method" --data "data/$dset" "${force_opt[@]}"
+  done
+  decode_sets "$tuned_fusion"
+  read -ra methods <<< "$(python -m asrllm.bin.list_methods "$tuned_rescore") $(python -m asrllm.bin.list_methods "$tuned_fusion")"
+  score_sets "${methods[@]}"
+  python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
+fi
+
+if [[ -n $lm_extra_config ]] && (( stage <= 14 && 14 <= stop_stage )); then
+  log "Stage 14: extra LM ($lm_extra_config)"
   train_lm "$lm_extra_config" "data/$train_set" "$lm_train_args"
   perplexities "exp/$(lm_tag "$lm_extra_config")"
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"

@@ -4,7 +4,9 @@
 # LMs (stages 6-9): a tiny Qwen2-style LLM pre-trained on data/lm stands in for a pre-trained LLM;
 # it is fine-tuned on the transcriptions with its own tokens and re-vocabularised to SentencePiece
 # and characters, next to an own LM from scratch and SmolLM2-135M zero-shot (~6 min on 2 CPU cores).
-# Stage 10 (not run by default): ./run.sh --stage 10 --stop-stage 10 fine-tunes SmolLM2-135M with LoRA
+# Stages 10-13 combine the AM with those LMs: CTC prior, 16-best lists, scales tuned on dev N-best
+# lists, then N-best rescoring, label-wise and delayed fusion of dev and test.
+# Stage 14 (not run by default): ./run.sh --stage 14 --stop-stage 14 fine-tunes SmolLM2-135M with LoRA
 # (~5 min).
 set -euo pipefail
 ./asr.sh \
@@ -16,4 +18,6 @@ set -euo pipefail
   --lm-configs "conf/lm/tiny_llm_ft_bpe2k.yaml conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/tiny_llm_ft_char.yaml conf/lm/own_lm_unigram256.yaml" \
   --lm-zeroshot-configs "conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/smollm2_135m.yaml" \
   --lm-extra-config conf/lm/smollm2_135m_lora.yaml \
+  --nbest-config conf/decode_nbest.yaml --rescore-config conf/rescore.yaml --fusion-config conf/decode_fusion.yaml \
+  --tune-lms "tiny_char tiny_bpe2k tiny_unigram256 own_unigram256" \
   "$@"

@@ -140,6 +140,8 @@ def build_search(
             token_prune_topk=cfg.token_prune_topk,
             token_min_logp=cfg.token_min_logp,
             beam_threshold=cfg.beam_threshold,
+            blank_collapse=cfg.blank_collapse,
+            soft_collapse=cfg.soft_collapse,
             fusion=build_schedule(cfg.fusion, log_prior, scorers, vocab_size, am_tokenizer),
             detokenize=detokenize,
         )

@@ -72,6 +72,8 @@ class SearchConfig:
     token_prune_topk: int | None = 16  # S: non-blank labels tried per frame (best by frame log-prob); None = all
     token_min_logp: float | None = None  # labels with frame log-prob below this are not tried; None = off
     beam_threshold: float | None = None  # drop prefixes scoring more than this below the utterance's best
+    blank_collapse: float | None = None  # speed-up: drop a frame repeating a blank of prob >= this (e.g. 0.999)
+    soft_collapse: float | None = None  # speed-up: the same for a non-blank label (the authors': 0.8)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)  # LM / prior combination
 
     def __post_init__(self) -> None:
@@ -91,6 +93,10 @@ class SearchConfig:
             raise ValueError(f"SearchConfig: token_min_logp={self.token_min_logp} is a log-prob and must be <= 0")
         if self.beam_threshold is not None and not self.beam_threshold > 0:
             raise ValueError(f"SearchConfig: beam_threshold={self.beam_threshold} must be > 0 or null")
+        for name in ("blank_collapse", "soft_collapse"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"SearchConfig: {name}={value} is a probability threshold in (0, 1] or null (= off)")
         if self.method == "ctc_greedy" and (self.beam != 1 or self.nbest != 1):
             raise ValueError(
                 f"SearchConfig: method='ctc_greedy' keeps one path; beam={self.beam} and nbest={self.nbest} "

@@ -53,6 +53,7 @@ class LMScorerState(BatchedState):
     lm: LMState  # KV cache after BOS + the first `fed[n]` labels of hypothesis n
     fed: Tensor  # (N,) int64 labels of the prefix already in the cache
     utt: Tensor  # (N,) int64 utterance of each hypothesis (for `LMCallStats` only)
+    next_logp: Tensor | None = None  # (N, V) cached distribution after the fed labels (None: not cached)
 
 
 @dataclasses.dataclass
@@ -85,11 +86,14 @@ class LMScorer(Scorer):
     The adapter must be in eval mode (the adapter asserts it). Keeps no per-call state (A4).
     """
 
-    def __init__(self, lm: CausalLM, temperature: float = 1.0) -> None:
+    def __init__(self, lm: CausalLM, temperature: float = 1.0, cache_distributions: bool = True) -> None:
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ValueError(f"LMScorer: temperature={temperature} must be finite and > 0")
         self.lm = lm
         self.temperature = temperature  # > 1 flattens, < 1 sharpens the LM distribution
+        # speed-up: keep each prefix's next-label distribution (N, V) in the state, so that a prefix
+        # that did not change is not run through the output matrix again (V = 49k for SmolLM2)
+        self.cache_distributions = cache_distributions
         self.stats = LMCallStats()  # cost counters (reports); searches never read them
 
     @property
@@ -115,19 +119,19 @@ class LMScorer(Scorer):
         assert bool((new >= 0).all()), f"prefixes shorter than what the LM state has seen: {lengths} < {state.fed}"
         k = int(new.max()) if new.numel() else 0
         if k == 0:
-            logp = self.lm.next_log_probs(state.lm)  # (N, V)
-            return self._temper(logp), state
+            logp = self._next(state)  # (N, V)
+            return logp, self._with_next(state, logp)
         idx = state.fed[:, None] + torch.arange(k, device=tokens.device)  # (N, k) positions of the unseen labels
         idx = idx.clamp(max=tokens.shape[1] - 1)  # rows with fewer than k new labels: any valid index
         chunk = tokens.gather(1, idx)  # (N, k) the unseen labels, left-aligned; padding beyond new[n]
         all_logp, lm_state = self.lm.score(chunk, new, state.lm)  # (N, k, V)
         self.stats.count(new, state.utt)
         rows = torch.arange(tokens.shape[0], device=tokens.device)
-        logp = all_logp[rows, (new - 1).clamp(min=0)]  # (N, V) after the last new label
-        idle = (new == 0).nonzero().squeeze(1)  # hypotheses with nothing new: from the cached hidden state
+        logp = self._temper(all_logp[rows, (new - 1).clamp(min=0)])  # (N, V) after the last new label
+        idle = (new == 0).nonzero().squeeze(1)  # hypotheses with nothing new: cached distribution or hidden state
         if idle.numel():
-            logp = logp.index_copy(0, idle, self.lm.next_log_probs(lm_state, idle))
-        return self._temper(logp), LMScorerState(lm=lm_state, fed=lengths.clone(), utt=state.utt)
+            logp = logp.index_copy(0, idle, self._next(state, idle))
+        return logp, self._with_next(LMScorerState(lm=lm_state, fed=lengths.clone(), utt=state.utt), logp)
 
     def score_labels(
         self, tokens: Tensor, start: Tensor, stop: Tensor, state: BatchedState | None
@@ -142,18 +146,24 @@ class LMScorer(Scorer):
             return torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device), state
         idx = (start[:, None] + torch.arange(k, device=tokens.device)).clamp(max=tokens.shape[1] - 1)  # (N, k)
         chunk = tokens.gather(1, idx)  # (N, k) the pending labels, left-aligned; padding beyond new[n]
-        first = self._temper(self.lm.next_log_probs(state.lm)).gather(1, chunk[:, :1])  # (N, 1): after the cache
+        first = self._next(state).gather(1, chunk[:, :1])  # (N, 1): after what the cache holds
         all_logp, lm_state = self.lm.score(chunk, new, state.lm)  # (N, k, V): after each pending label
         self.stats.count(new, state.utt)
-        rest = self._temper(all_logp[:, :-1]).gather(2, chunk[:, 1:, None])[..., 0]  # (N, k - 1)
+        tempered = self._temper(all_logp)
+        rest = tempered[:, :-1].gather(2, chunk[:, 1:, None])[..., 0]  # (N, k - 1)
         per_label = torch.cat([first, rest], dim=1).double()  # (N, k)
         per_label = per_label.masked_fill(torch.arange(k, device=tokens.device) >= new[:, None], 0.0)
-        return per_label.sum(dim=1), LMScorerState(lm=lm_state, fed=stop.clone(), utt=state.utt)
+        new_state = LMScorerState(lm=lm_state, fed=stop.clone(), utt=state.utt)
+        if self.cache_distributions and state.next_logp is not None:  # the distribution after the last label
+            last = tempered[torch.arange(tokens.shape[0], device=tokens.device), (new - 1).clamp(min=0)]  # (N, V)
+            new_state.next_logp = torch.where((new > 0)[:, None], last, state.next_logp)
+        return per_label.sum(dim=1), new_state
 
     def select_state(self, state: BatchedState | None, src: Tensor, labels: Tensor | None = None) -> LMScorerState:
         assert isinstance(state, LMScorerState), type(state)
+        cached = None if state.next_logp is None else state.next_logp.index_select(0, src)
         return LMScorerState(lm=self.lm.select_state(state.lm, src), fed=state.fed.index_select(0, src),
-                             utt=state.utt.index_select(0, src))
+                             utt=state.utt.index_select(0, src), next_logp=cached)
 
     def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
         """(N,) log p(EOS | prefix), feeding labels the state has not seen yet."""
@@ -170,6 +180,15 @@ class LMScorer(Scorer):
             self.stats.tokens += int(lengths.sum()) + tokens.shape[0]  # labels + EOS
             return self.lm.token_log_probs(tokens, lengths).double().sum(dim=1)
 
+    def _next(self, state: LMScorerState, rows: Tensor | None = None) -> Tensor:
+        """(N, V) tempered next-label distributions (of `rows`): cached, else from the cached hidden state."""
+        if state.next_logp is not None:
+            return state.next_logp if rows is None else state.next_logp[rows]
+        return self._temper(self.lm.next_log_probs(state.lm, rows))
+
+    def _with_next(self, state: LMScorerState, logp: Tensor) -> LMScorerState:
+        return dataclasses.replace(state, next_logp=logp) if self.cache_distributions else state
+
     def _temper(self, logp: Tensor) -> Tensor:
         return logp if self.temperature == 1.0 else (logp / self.temperature).log_softmax(-1)
 
@@ -181,6 +200,7 @@ class LMSpec:
     model_dir: str  # e.g. exp/tiny_llm_ft_char (relative to where decoding runs: the recipe dir)
     checkpoint: str = "latest"  # latest | average | step_<N> dir name
     temperature: float = 1.0  # LMScorer temperature
+    cache_distributions: bool = True  # speed-up: keep each prefix's next-label distribution (no effect on scores)
 
 
 def load_lm_scorer(spec: LMSpec, device: torch.device) -> LMScorer:
@@ -192,10 +212,11 @@ def load_lm_scorer(spec: LMSpec, device: torch.device) -> LMScorer:
     llm = getattr(model, "llm", None)
     if not isinstance(llm, CausalLM):
         raise ValueError(f"{model_dir}: a {type(model).__name__} is not a language model (model_kind lm)")
-    return LMScorer(llm.eval(), spec.temperature)
+    return LMScorer(llm.eval(), spec.temperature, spec.cache_distributions)
 
 
 def lm_record(spec: LMSpec, name: str) -> dict[str, Any]:
     """The LM `spec` names as a stage input (asrllm.provenance), its keys prefixed `lm.<name>.`."""
-    record = {**model_record(Path(spec.model_dir), spec.checkpoint), "temperature": spec.temperature}
+    record = {**model_record(Path(spec.model_dir), spec.checkpoint), "temperature": spec.temperature}  # not the
+    # caching switch: it changes no score
     return flatten(record, f"lm.{name}")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from asrllm.batched import BatchedState
+from asrllm.search.frames import collapse_frames
 from asrllm.search.fusion import FusionSchedule, NoFusion
 from asrllm.search.hyps import NBestEntry, rank_nbest
 
@@ -105,6 +106,8 @@ class CTCTimeSyncSearch:
         token_prune_topk: int | None = 16,
         token_min_logp: float | None = None,
         beam_threshold: float | None = None,
+        blank_collapse: float | None = None,
+        soft_collapse: float | None = None,
         fusion: FusionSchedule | None = None,
         detokenize: Callable[[list[int]], str] | None = None,
     ) -> None:
@@ -116,6 +119,8 @@ class CTCTimeSyncSearch:
         self.token_prune_topk = token_prune_topk  # S (None: all non-blank labels)
         self.token_min_logp = token_min_logp
         self.beam_threshold = beam_threshold
+        self.blank_collapse = blank_collapse  # frames.collapse_frames thresholds (None: off)
+        self.soft_collapse = soft_collapse
         self.fusion = fusion if fusion is not None else NoFusion()
         self.detokenize = detokenize
 
@@ -139,6 +144,8 @@ class CTCTimeSyncSearch:
             return []
         if int(lens.max()) > T or int(lens.min()) < 0:
             raise ValueError(f"CTCTimeSyncSearch: lens {lens.tolist()} outside [0, T={T}]")
+        log_probs, lens = collapse_frames(log_probs, lens, self.blank_id, self.blank_collapse, self.soft_collapse)
+        B, T, V = log_probs.shape
         device, K = log_probs.device, self.beam
         names = list(self.fusion.weights)
 

@@ -42,6 +42,9 @@ class ResultRow:
     train_command: str | None  # the command that trained the model
     num_params: int | None  # model parameters
     checkpoint: str | None  # which weights were decoded (e.g. "average")
+    lm_calls: float | None = None  # LLM forward calls per utterance (utterance-calls / utts), all fused LMs
+    lm_tokens: float | None = None  # tokens fed to the LLMs per utterance
+    search: str = "–"  # the search in brief (describe_search)
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -85,6 +88,8 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         )
     decode_dir = path.parent
     dir_set = decode_dir.name[len("decode_") :] if decode_dir.name.startswith("decode_") else decode_dir.name
+    costs, utts = m.get("lm_costs") or {}, m.get("num_utts") or 0
+    per_utt = (lambda key: sum(c.get(key, 0) for c in costs.values()) / utts) if costs and utts else None
     return ResultRow(
         decode_dir=decode_dir.as_posix(),
         test_set=str(m.get("test_set") or dir_set),
@@ -101,7 +106,39 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         train_command=m.get("train_command"),
         num_params=m.get("num_params"),
         checkpoint=m.get("checkpoint"),
+        lm_calls=per_utt("utterance_calls") if per_utt else None,
+        lm_tokens=per_utt("tokens") if per_utt else None,
+        search=describe_search(m.get("search")),
     )
+
+
+def describe_search(search: Any) -> str:
+    """A decode's search options (metrics.json "search": a SearchConfig, or rescoring's
+    {"rescoring", "first_pass"}) in brief: "beam 8; delayed v2 every 5: tiny 0.9, prior 0.6"."""
+    if not isinstance(search, dict):
+        return "–"
+    if "rescoring" in search:
+        r, first = search["rescoring"], search.get("first_pass") or {}
+        scales = ", ".join([*(f"{k} {v:g}" for k, v in r.get("weights", {}).items()),
+                            *([f"prior {r['prior_scale']:g}"] if r.get("prior_scale") else [])])
+        return f"rescoring {first.get('nbest', '?')}-best: {scales}"
+    if search.get("method") == "ctc_greedy":
+        return "greedy"
+    text = f"beam {search.get('beam')}"
+    for key, what in (("blank_collapse", "blank collapse"), ("soft_collapse", "soft collapse")):
+        if search.get(key) is not None:
+            text += f", {what} {search[key]:g}"
+    fusion = search.get("fusion") or {}
+    schedule = fusion.get("schedule", "none")
+    if schedule == "delayed":
+        when = {"every": f"every {fusion.get('every', 1)}", "end": "at the end",
+                "shortest": "shortest hyp"}[fusion.get("trigger", "every")]
+        schedule = f"delayed {'v2' if fusion.get('retokenize') else 'v1'} {when}"
+    scales = [*(f"{k} {v:g}" for k, v in (fusion.get("weights") or {}).items()),
+              *([f"prior {fusion['prior_scale']:g}"] if fusion.get("prior_scale") else [])]
+    if scales:
+        text += f"; {schedule.replace('_', '-') if schedule != 'none' else 'CTC'}: {', '.join(scales)}"
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,12 +253,21 @@ def _summary(rows: list[ResultRow], sets: list[str], scoring: str) -> list[str]:
         best.setdefault((r.model, r.method, r.test_set), r)
     table = []
     for model, method in systems:
+        found = [best[(model, method, s)] for s in sets if (model, method, s) in best]
         wers = [best[(model, method, s)].wer if (model, method, s) in best else None for s in sets]
-        mean = sum(wers) / len(wers) if all(w is not None for w in wers) else None  # type: ignore[misc]
-        table.append([model, method, *(_num(w) for w in wers), _num(mean)])
-    columns = [("model", "l"), ("method", "l"), *((s, "r") for s in sets), ("mean", "r")]
-    note = "The mean is unweighted over the sets (as the Open ASR leaderboard averages); – = missing."
+        table.append([model, method, *(_num(w) for w in wers), _num(_mean(wers) if len(found) == len(sets) else None),
+                      _num(_mean([r.rtfx for r in found]), 1), _num(_mean([r.lm_calls for r in found]), 1),
+                      _num(_mean([r.lm_tokens for r in found]), 1), found[0].search])
+    columns = [("model", "l"), ("method", "l"), *((s, "r") for s in sets), ("mean", "r"), ("RTFx", "r"),
+               ("LLM calls/utt", "r"), ("LLM tokens/utt", "r"), ("search", "l")]
+    note = ("The mean is unweighted over the sets (as the Open ASR leaderboard averages); RTFx and the LLM "
+            "columns are means over the sets; – = missing.")
     return ["## Summary: WER [%] per test set", "", scoring, "", *_table(columns, table), "", note, ""]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known and len(known) == len(values) else None
 
 
 def _models(rows: list[ResultRow]) -> list[str]:
@@ -262,7 +308,9 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
         "Generated by `python -m asrllm.bin.make_results` from the metrics.json of decode and perplexity directories; "
         "do not edit by hand.",
         "WER/Sub/Del/Ins in % of reference words after the Open ASR leaderboard's text normaliser of the "
-        "version named under each table (asrllm.eval.normalizer); RTFx = audio seconds / decoding seconds.",
+        "version named under each table (asrllm.eval.normalizer); RTFx = audio seconds / decoding seconds; "
+        "LLM calls/utt = LLM forward calls an utterance took part in, LLM tokens/utt = tokens fed to the LLM "
+        "(summed over the fused LMs; – = no LM).",
         "",
     ]
     if not rows and not ppl_rows:
@@ -273,9 +321,11 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
     for test_set in sets:
         group = [r for r in rows if r.test_set == test_set]
         columns = [("#", "r"), ("model", "l"), ("method", "l"),
-                   *((name, "r") for name in ("WER", "Sub", "Del", "Ins", "RTFx", "utts"))]
+                   *((name, "r") for name in ("WER", "Sub", "Del", "Ins", "RTFx", "utts", "LLM calls/utt",
+                                              "LLM tokens/utt"))]
         table = [[str(n), r.model, r.method, _num(r.wer), _num(r.sub), _num(r.dele), _num(r.ins), _num(r.rtfx, 1),
-                  "–" if r.num_utts is None else str(r.num_utts)] for n, r in enumerate(group, 1)]
+                  "–" if r.num_utts is None else str(r.num_utts), _num(r.lm_calls, 1), _num(r.lm_tokens, 1)]
+                 for n, r in enumerate(group, 1)]
         out += [f"## {test_set}", "", scoring, "", *_table(columns, table), ""]
         for n, r in enumerate(group, 1):
             command = r.command or "# command not recorded"

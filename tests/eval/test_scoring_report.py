@@ -63,16 +63,18 @@ def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("ctc", "dev", "beam4", "hello there"),
         ("ctc_lm", "dev", "labelwise", "hello there world"),
     ]:
+        costs = {"lm": {"calls": 3, "tokens": 50, "utterance_calls": 9}} if model == "ctc_lm" else {}
         write_scoring(exp / model / f"decode_{test_set}_{method}", REFS, {**HYPS, "u1": hyp_u1}, 10.0, 0.1,
                       extra={"command": f"run.sh --model {model} --method {method}", "method": method,
-                             "model": model, "test_set": test_set})
+                             "model": model, "test_set": test_set, "lm_costs": costs})
     files = find_metrics([exp])
     assert len(files) == 4 and files == sorted(files)
     md = render_results([load_row(f) for f in files])
     assert md == render_results([load_row(f) for f in reversed(files)])  # order does not depend on input
     assert "| ctc | greedy | 14.29 | 42.86 | 28.57 |" in md  # summary: dev 1/7, test 3/7, unweighted mean
-    assert "| 1 | ctc | beam4 | 28.57 | 14.29 | 14.29 | 0.00 | 100.0 | 2 |" in md
+    assert "| 1 | ctc | beam4 | 28.57 | 14.29 | 14.29 | 0.00 | 100.0 | 2 | – | – |" in md
     assert "run.sh --model ctc_lm --method labelwise" in md
+    assert "| 3 | ctc_lm | labelwise | 14.29 | 14.29 | 0.00 | 0.00 | 100.0 | 2 | 4.5 | 25.0 |" in md  # per utterance
     assert md.index("## dev") < md.index("## test")
     for heading in ("## Summary: WER [%] per test set", "## dev", "## test"):  # each WER table names it
         assert f"{heading}\n\nScoring: open_asr_2026_03 normaliser.\n\n| " in md
@@ -168,3 +170,26 @@ def test_perplexity_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.chdir(tmp_path)
     assert make_results(["exp", "--out", "RESULTS.md"]) == 0
     assert "## Language models: perplexity" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_describe_search_in_brief() -> None:
+    import dataclasses
+
+    from asrllm.eval.results_table import describe_search
+    from asrllm.search import FusionConfig, SearchConfig
+
+    def brief(**kw: object) -> str:
+        return describe_search(dataclasses.asdict(SearchConfig(**kw)))  # type: ignore[arg-type]
+
+    assert brief(method="ctc_greedy", beam=1) == "greedy"
+    assert brief(beam=8) == "beam 8"
+    assert brief(beam=8, fusion=FusionConfig(prior_scale=0.3)) == "beam 8; CTC: prior 0.3"
+    assert brief(beam=8, soft_collapse=0.8, fusion=FusionConfig(schedule="label_wise", weights={"lm": 0.55},
+                                                                prior_scale=0.45)) == \
+        "beam 8, soft collapse 0.8; label-wise: lm 0.55, prior 0.45"
+    assert brief(fusion=FusionConfig(schedule="delayed", retokenize=True, every=20, weights={"lm": 0.9})) == \
+        "beam 8; delayed v2 every 20: lm 0.9"
+    assert brief(fusion=FusionConfig(schedule="delayed", trigger="end", weights={"lm": 1.0})) == \
+        "beam 8; delayed v1 at the end: lm 1"
+    rescoring = {"rescoring": {"weights": {"lm": 0.5}, "prior_scale": 0.3}, "first_pass": {"nbest": 16}}
+    assert describe_search(rescoring) == "rescoring 16-best: lm 0.5, prior 0.3"

@@ -231,7 +231,7 @@ def test_unknown_option_is_rejected(recipe: Path) -> None:
 
 @pytest.mark.parametrize("config", sorted((REPO / "egs/mini_synth/asr1/conf/lm").glob("*.yaml")), ids=lambda p: p.name)
 def test_lm_configs_resolve(config: Path) -> None:
-    """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 10's) is valid."""
+    """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 14's) is valid."""
     exp = resolve_config(config, [], None)
     assert exp.config.model_kind == "lm" and exp.model.llm is not None
 

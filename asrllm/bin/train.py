@@ -36,7 +36,7 @@ from asrllm.data.datadir import DataError
 from asrllm.locking import DirLock, LockedError
 from asrllm.provenance import StaleOutputError
 from asrllm.train import distributed as dist
-from asrllm.train.checkpoint import seed_everything
+from asrllm.train.checkpoint import init_from_model, seed_everything
 from asrllm.train.experiment import ResolvedExperiment, prepare_exp_dir, resolve_config, training_inputs
 from asrllm.train.trainer import Trainer
 
@@ -109,6 +109,13 @@ def _train(
         log.error("%s: %s", config, keyed(e, exp.model, "model"))
         return 1
     log.info("model %s: %.2fM parameters", cfg.model_kind, sum(p.numel() for p in model.parameters()) / 1e6)
+    if cfg.init.from_model is not None:  # a resumed run then loads its own checkpoint over these
+        try:
+            copied, excluded = init_from_model(model, cfg.init.from_model, cfg.init.exclude)
+        except (ValueError, OSError) as e:
+            log.error("%s: %s", config, e)
+            return 1
+        log.info("initialised %d weights from %s (%d excluded)", copied, cfg.init.from_model, excluded)
     rank, world_size = dist.rank(), dist.world_size()
     try:  # the data checks (filtering, unknown characters) and the resume check name what is wrong
         train_loader = exp.train_data.loader(train_items, model, exp.data, True, rank, world_size, report_dir=exp_dir)

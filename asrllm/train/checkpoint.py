@@ -119,6 +119,33 @@ def load_checkpoint_state_dict(model: nn.Module, state: dict[str, torch.Tensor],
                          f"{len(absent)} weights missing {absent[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
 
 
+def init_from_model(model: nn.Module, path: str | Path, exclude: list[str]) -> tuple[int, int]:
+    """Copy the weights of the trained model file `path` into `model`, except those whose names match
+    a glob of `exclude`; -> (copied, excluded) counts. Every other weight must be in the file with
+    the same shape, and every weight of the file must be used, else a ValueError naming the first
+    ones and what to exclude."""
+    import fnmatch
+
+    state = load_model_state(path)
+    own = model.state_dict()
+    skip = {n for n in {*own, *state} if any(fnmatch.fnmatchcase(n, pattern) for pattern in exclude)}
+    missing = sorted(set(own) - set(state) - skip - _rebuilt_from_config(model))
+    unused = sorted(set(state) - set(own) - skip)
+    shapes = sorted(n for n in set(own) & set(state) - skip if own[n].shape != state[n].shape)
+    if missing or unused or shapes:
+        detail = "; ".join(part for part in (
+            f"{len(missing)} weights not in it {missing[:3]}" if missing else "",
+            f"{len(unused)} of its weights unused {unused[:3]}" if unused else "",
+            "other shapes: " + ", ".join(f"{n} {tuple(state[n].shape)} vs {tuple(own[n].shape)}" for n in shapes[:3])
+            if shapes else "",
+        ) if part)
+        raise ValueError(f"init.from_model {path}: does not fit the model ({detail}); exclude such weights with "
+                         "init.exclude (glob patterns of weight names, e.g. 'heads.*')")
+    taken = {n: state[n] for n in own if n not in skip and n in state}
+    model.load_state_dict(taken, strict=False)
+    return len(taken), len(skip & set(own))
+
+
 def _rebuilt_from_config(model: nn.Module) -> set[str]:
     rebuilt = getattr(model, "rebuilt_from_config", None)
     return set(rebuilt()) if rebuilt is not None else set()

@@ -48,6 +48,22 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class InitConfig:
+    """Initial weights from another trained model (fine-tuning; ESPnet's `init_param`).
+
+    E.g. the encoder of a trained CTC model under a new output layer for another vocabulary:
+    `from_model: exp/train_ctc_small/model_avg.safetensors`, `exclude: ["heads.*"]`. Applied when
+    training starts; a resumed run continues from its own checkpoint instead.
+    """
+
+    from_model: str | None = None  # weights file (or checkpoint dir) of a trained model; None: random init
+    exclude: list[str] = dataclasses.field(default_factory=list)  # glob patterns of weight names NOT taken from it
+
+    def __post_init__(self) -> None:
+        _check(not self.exclude or self.from_model is not None, "init.exclude", "needs init.from_model", self.exclude)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     """How long to train, on what, and what to write into the experiment directory."""
 

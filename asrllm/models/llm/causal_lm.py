@@ -10,7 +10,8 @@ in `LMState` as per-layer (N, H, C, Dh) tensors plus a (N, C) mask of real colum
 tokens per hypothesis where only `lengths[n]` of them are real leaves masked "holes" in the cache;
 position ids count real tokens only, and every call builds its own 4-D additive attention mask
 (N, 1, k, C + k), so the result equals a full forward pass of each sequence. Columns that are
-holes for every hypothesis are dropped after each call and after each reorder. Only attention
+holes for every hypothesis are dropped after each call and after each reorder, and when holes fill
+more than half of the cache each hypothesis' real columns are moved to the front. Only attention
 implementations that honour a 4-D mask are allowed ("sdpa", "eager"); sliding-window layers are
 refused.
 
@@ -242,7 +243,22 @@ class CausalLM(nn.Module):
 
     @staticmethod
     def _compact(state: LMState) -> LMState:
-        """Drop cache columns that are holes for every hypothesis."""
+        """Drop cache columns that are holes for every hypothesis; when holes make up more than half
+        of the cache (ragged appends, as delayed fusion makes them), move each hypothesis' real
+        columns to the front instead. Column order does not matter to attention: keys carry their
+        rotary positions, and every call masks by `mask`, so the scores stay the same."""
+        n, c = state.mask.shape
+        width = int(state.mask.sum(1).max()) if n else 0  # the most real columns any hypothesis has
+        if c > 2 * width + 8:  # defragment: (N, width) real columns first, in their order
+            order = torch.argsort((~state.mask).to(torch.int8), dim=1, stable=True)[:, :width]  # (N, width)
+            return dataclasses.replace(
+                state,
+                keys=tuple(t.gather(2, order[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
+                           for t in state.keys),
+                values=tuple(t.gather(2, order[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
+                             for t in state.values),
+                mask=state.mask.gather(1, order),
+            )
         keep = state.mask.any(0)  # (C,)
         if bool(keep.all()):
             return state

@@ -44,6 +44,7 @@ from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.datadir import Utterance, read_datadir
 from asrllm.data.loader import inference_batches
 from asrllm.data.tokenizer import load_tokenizer
+from asrllm.eval.decode_dir import MERGED_OUTPUTS
 from asrllm.locking import DirLock
 from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import load_trained_model, model_record
@@ -96,7 +97,6 @@ def fusion_inputs(cfg: DecodeConfig, model_dir: Path) -> dict[str, dict[str, Any
     }
 
 
-MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")
 _PART = re.compile(r"^(\d+)-of-(\d+)\.")
 
 

@@ -33,7 +33,7 @@ import torch
 from asrllm.config import ConfigError, atomic_write_text, load_config, parse_overrides
 from asrllm.data.datadir import read_datadir
 from asrllm.data.tokenizer import load_tokenizer
-from asrllm.eval.decode_dir import check_current, merge_parts
+from asrllm.eval.decode_dir import MERGED_OUTPUTS, check_current, merge_parts, nbest_digests
 from asrllm.locking import DirLock
 from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import model_record
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) -> 
         if stray:
             raise ValueError(f"{args.nbest_dir}: N-best lists of utterances not in {args.data}, e.g. {stray[0]!r}")
         shared = {**model_record(args.model_dir, infos[0]["checkpoint"]), "data": datadir_digest(args.data),
-                  **{f"nbest.{p.name}": file_digest(p) for p in sorted((args.nbest_dir / "parts").glob("*.nbest.jsonl"))}}
+                  **nbest_digests(args.nbest_dir)}
         used = sorted({lm for m in cfg.methods.values() for lm in m.weights})
         lm_inputs = {lm: lm_record(cfg.lms[lm], lm) for lm in used}
         needs_prior = any(m.prior_scale > 0 for m in cfg.methods.values())
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) -> 
             locks.enter_context(DirLock(out_dirs[name] / "parts", "rescoring", ".0-of-1.lock"))
             for old in (out_dirs[name] / "parts").glob("*-of-*.*"):
                 old.unlink()
-            for merged in ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json"):
+            for merged in MERGED_OUTPUTS:
                 (out_dirs[name] / merged).unlink(missing_ok=True)
         am_tokenizer = load_tokenizer(args.model_dir / "tokenizer")
         device = torch.device(cfg.device)

@@ -31,7 +31,7 @@ import yaml
 
 from asrllm.config import ConfigError, atomic_write_text, load_yaml
 from asrllm.data.datadir import read_datadir
-from asrllm.eval.decode_dir import merge_parts
+from asrllm.eval.decode_dir import merge_parts, nbest_digests
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from asrllm.provenance import datadir_digest, decide, file_digest, write_record
 from asrllm.search.hyps import group_by_utterance
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lm_grid, prior_grid = _grid(args.lm_grid, "--lm-grid"), _grid(args.prior_grid, "--prior-grid")
         inputs = {
-            **{f"nbest.{p.name}": file_digest(p) for p in sorted((args.nbest_dir / "parts").glob("*.nbest.jsonl"))},
+            **nbest_digests(args.nbest_dir),
             "data": datadir_digest(args.data), "lm": args.lm,
             **{f"template.{t.name}": file_digest(t) for t in args.template},
             "lm_grid": lm_grid, "prior_grid": prior_grid, "refine_rounds": args.refine_rounds,

@@ -11,10 +11,16 @@ import re
 from pathlib import Path
 
 from asrllm.models.trained import model_record
-from asrllm.provenance import StaleOutputError, datadir_digest, describe_difference
+from asrllm.provenance import StaleOutputError, datadir_digest, describe_difference, file_digest
 from asrllm.search import NBestEntry, read_nbest_jsonl
 
 _PART = re.compile(r"^(\d+)-of-(\d+)\.info\.json$")
+MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")  # score.py writes these
+
+
+def nbest_digests(decode_dir: Path) -> dict[str, str]:
+    """The content digests of a decode dir's N-best parts, as stage inputs (`nbest.<part file>`)."""
+    return {f"nbest.{p.name}": file_digest(p) for p in sorted((decode_dir / "parts").glob("*.nbest.jsonl"))}
 
 
 def merge_parts(decode_dir: Path) -> tuple[dict[str, str], list[dict], list[NBestEntry]]:

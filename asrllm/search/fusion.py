@@ -107,6 +107,15 @@ class FusionSchedule:
         self.prior = prior
         self.weights: dict[str, float] = {} if prior is None else {PRIOR: prior.weight}
 
+    def _named_scorers(self, scorers: dict[str, Scorer], weights: dict[str, float]) -> dict[str, Scorer]:
+        """Check that `scorers` and `weights` name the same scorers; set `weights` (scorers first, then
+        the prior) and return the scorers."""
+        if set(scorers) != set(weights) or PRIOR in scorers:
+            raise ValueError(f"{type(self).__name__}: scorers {sorted(scorers)} and weights {sorted(weights)} must "
+                             f"name the same scorers (and not {PRIOR!r}, which comes with the prior)")
+        self.weights = {**weights, **self.weights}
+        return dict(scorers)
+
     def init_state(self, batch_size: int, beam: int, device: torch.device) -> BatchedState | None:
         """(optional) State for N = batch_size·beam empty prefixes."""
         return None
@@ -187,11 +196,7 @@ class LabelWiseFusion(FusionSchedule):
 
     def __init__(self, scorers: dict[str, Scorer], weights: dict[str, float], prior: LabelPrior | None = None) -> None:
         super().__init__(prior)
-        if set(scorers) != set(weights) or PRIOR in scorers:
-            raise ValueError(f"LabelWiseFusion: scorers {sorted(scorers)} and weights {sorted(weights)} must name "
-                             f"the same scorers (and not {PRIOR!r}, which comes with the prior)")
-        self.scorers = dict(scorers)
-        self.weights = {**weights, **self.weights}  # scorers first, then the prior
+        self.scorers = self._named_scorers(scorers, weights)
 
     def init_state(self, batch_size: int, beam: int, device: torch.device) -> ScorerStates:
         return ScorerStates({name: s.init_state(batch_size, beam, None) for name, s in self.scorers.items()})
@@ -291,17 +296,13 @@ class DelayedFusion(FusionSchedule):
         retokenizers: dict[str, WordRetokenizer] | None = None,
     ) -> None:
         super().__init__(prior)
-        if set(scorers) != set(weights) or PRIOR in scorers:
-            raise ValueError(f"DelayedFusion: scorers {sorted(scorers)} and weights {sorted(weights)} must name "
-                             f"the same scorers (and not {PRIOR!r}, which comes with the prior)")
         if trigger not in get_args(Trigger):
             raise ValueError(f"DelayedFusion: trigger={trigger!r} is unknown (known: {', '.join(get_args(Trigger))})")
         if every < 1:
             raise ValueError(f"DelayedFusion: every={every} must be >= 1 frame")
         if retokenizers is not None and set(retokenizers) != set(scorers):
             raise ValueError(f"DelayedFusion: retokenizers {sorted(retokenizers)} must cover the scorers {sorted(scorers)}")
-        self.scorers = dict(scorers)
-        self.weights = {**weights, **self.weights}  # scorers first, then the prior
+        self.scorers = self._named_scorers(scorers, weights)
         self.trigger, self.every = trigger, every
         self.retokenizers = retokenizers
         if retokenizers:

@@ -1,4 +1,6 @@
-"""Decode a data dir with a trained CTC model: every method of the decode config from ONE encoder pass.
+"""Decode a data dir with a trained model (a CTC AM, a speech LLM): every method of the decode config
+from ONE encoder pass. CTC searches read a CTC AM's log-probs, or a speech LLM's aux CTC head;
+`label_sync` decodes a speech LLM (with LMs of its labels fused per label, if a method says so).
 
     python -m asrllm.bin.decode --config conf/decode_ctc.yaml --model-dir exp/ctc \\
         --data data/test [--checkpoint average] [--num-jobs 4 --job 0] [--force] [key.path=value ...]
@@ -49,8 +51,11 @@ from asrllm.locking import DirLock
 from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import load_trained_model, model_record
 from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
-from asrllm.search import LabelPrior, NBestEntry, SearchConfig, build_search, write_nbest_jsonl
+from asrllm.models.speech_llm import SpeechLLM
+from asrllm.search import LabelPrior, NBestEntry, Scorer, SearchConfig, build_search, write_nbest_jsonl
+from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.lm_scorer import LMSpec, lm_record, load_lm_scorer
+from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
 
 log = logging.getLogger("asrllm.decode")
 
@@ -117,6 +122,15 @@ def clear_stale(out_dir: Path, part: str, num_jobs: int, force: bool) -> None:
     log.info("%s: decoding part %s", out_dir, part)
 
 
+def search_roles(model: torch.nn.Module, tokenizer_blank_id: int) -> tuple[dict[str, Scorer], int | None, int | None]:
+    """What the searches get from the model: its label-synchronous scorer ({} for a CTC AM), the
+    CTC blank id of its CTC head (None: no head) and its EOS label (None: not label-synchronous)."""
+    if isinstance(model, SpeechLLM):
+        blank = model.ctc_blank_id if model.ctc_head is not None else None
+        return {"speech_llm": SpeechLLMScorer(model)}, blank, model.eos_id
+    return {}, tokenizer_blank_id, None
+
+
 def job_slice(utts: list[Utterance], num_jobs: int, job: int) -> list[Utterance]:
     """Job `job`'s share of the (id-sorted) utterances: every num_jobs-th one, so durations balance."""
     return utts[job::num_jobs]
@@ -172,24 +186,31 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         if any(cfg.methods[name].fusion.prior_scale > 0 for name in todo):
             probs = load_prior(cfg.prior_file(args.model_dir)).float()
             log_prior = LabelPrior.from_probs(probs, blank_id=tokenizer.blank_id).log_prior
-        searches = {
-            name: build_search(cfg.methods[name], blank_id=tokenizer.blank_id, detokenize=tokenizer.decode,
-                               log_prior=log_prior, scorers=scorers, vocab_size=tokenizer.vocab_size,
-                               am_tokenizer=tokenizer)
-            for name in todo
-        }
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        model = load_trained_model(args.model_dir, args.checkpoint, device)
+        model_scorers, blank_id, eos_id = search_roles(model, tokenizer.blank_id)
+        searches = {}
+        for name in todo:
+            scfg = cfg.methods[name]
+            if scfg.method != "label_sync" and blank_id is None:
+                raise ValueError(f"methods.{name}: method {scfg.method!r} is a CTC search, but this "
+                                 f"{type(model).__name__} has no CTC head (set model.aux_ctc_weight > 0 to train one)")
+            searches[name] = build_search(scfg, blank_id=blank_id if blank_id is not None else -1,
+                                          detokenize=tokenizer.decode, log_prior=log_prior, scorers=scorers,
+                                          vocab_size=tokenizer.vocab_size, am_tokenizer=tokenizer,
+                                          model_scorers=model_scorers, eos_id=eos_id)
         utts = job_slice(read_datadir(args.data), args.num_jobs, args.job)
     except (ConfigError, ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)
         return 1
 
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    model = load_trained_model(args.model_dir, args.checkpoint, device)
-
     results: dict[str, list[list[NBestEntry]]] = {name: [] for name in searches}
     search_seconds = dict.fromkeys(searches, 0.0)
-    lm_costs = {name: {lm: dict.fromkeys(("calls", "tokens", "utterance_calls"), 0) for lm in cfg.methods[name].fusion.weights}
+    costed = {name: [*model_scorers, *cfg.methods[name].fusion.weights] if cfg.methods[name].method == "label_sync"
+              else list(cfg.methods[name].fusion.weights) for name in searches}  # the LLMs each method calls
+    all_scorers = {**scorers, **model_scorers}
+    lm_costs = {name: {lm: dict.fromkeys(("calls", "tokens", "utterance_calls"), 0) for lm in costed[name]}
                 for name in searches}  # LMCallStats summed over batches
     encoder_seconds = 0.0
     audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
@@ -198,17 +219,20 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
         start = time.perf_counter()
         with torch.inference_mode():
-            log_probs, lens = model.log_probs(batch.audio, batch.audio_lens, utt_ids=batch.ids)  # (B, T, V), (B,)
-        log_probs = log_probs.float()
+            enc = encoder_output(model, batch.audio, batch.audio_lens, batch.ids)
         encoder_seconds += time.perf_counter() - start
         for name, search in searches.items():
             start = time.perf_counter()
-            for lm in cfg.methods[name].fusion.weights:
-                scorers[lm].stats.reset()
-            results[name].extend(search(log_probs, lens, utt_ids=batch.ids))
+            for lm in costed[name]:
+                all_scorers[lm].stats.reset()
+            if isinstance(search, LabelSyncSearch):
+                results[name].extend(search(enc, utt_ids=batch.ids))
+            else:
+                ctc_lens = enc.ctc_lens if enc.ctc_lens is not None else enc.lens
+                results[name].extend(search(enc.ctc_log_probs, ctc_lens, utt_ids=batch.ids))
             search_seconds[name] += time.perf_counter() - start
-            for lm in cfg.methods[name].fusion.weights:
-                for key, value in dataclasses.asdict(scorers[lm].stats).items():
+            for lm in costed[name]:
+                for key, value in dataclasses.asdict(all_scorers[lm].stats).items():
                     lm_costs[name][lm][key] += value
 
     for name in todo:

@@ -111,11 +111,11 @@ def _train(
     log.info("model %s: %.2fM parameters", cfg.model_kind, sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.init.from_model is not None:  # a resumed run then loads its own checkpoint over these
         try:
-            copied, excluded = init_from_model(model, cfg.init.from_model, cfg.init.exclude)
+            copied, excluded = init_from_model(model, cfg.init.from_model, cfg.init.exclude, cfg.init.include)
         except (ValueError, OSError) as e:
             log.error("%s: %s", config, e)
             return 1
-        log.info("initialised %d weights from %s (%d excluded)", copied, cfg.init.from_model, excluded)
+        log.info("initialised %d weights from %s (%d left as built)", copied, cfg.init.from_model, excluded)
     rank, world_size = dist.rank(), dist.world_size()
     try:  # the data checks (filtering, unknown characters) and the resume check name what is wrong
         train_loader = exp.train_data.loader(train_items, model, exp.data, True, rank, world_size, report_dir=exp_dir)

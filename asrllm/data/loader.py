@@ -51,7 +51,7 @@ from asrllm.data.audio import AudioError, read_audio
 from asrllm.data.batch import Batch
 from asrllm.data.datadir import DataError, Utterance, read_datadir
 from asrllm.data.sampler import BucketingSampler, check_non_negative, check_rank, pack_batches, rank_slice
-from asrllm.data.tokenizer import Tokenizer, load_tokenizer
+from asrllm.data.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -265,3 +265,37 @@ class AudioData:
     def save_assets(self, exp_dir: Path) -> None:
         """Copy the tokenizer to `exp_dir/tokenizer`: the experiment dir alone is enough to decode."""
         shutil.copytree(self.tokenizer_dir, exp_dir / "tokenizer", dirs_exist_ok=True)
+
+
+class SpeechData(AudioData):
+    """Training data of speech LLMs: Kaldi data dirs, transcripts in the model's own label tokenizer
+    (the LLM's, or the AM tokenizer it was re-vocabularised to), so there is no `--tokenizer`."""
+
+    def __init__(self, tokenizer_dir: str | None) -> None:
+        if tokenizer_dir is not None:
+            raise ConfigError(
+                f"--tokenizer {tokenizer_dir}: a speech LLM brings its own tokenizer "
+                "(model.llm, or model.am_tokenizer with label_unit am_tokenizer)"
+            )
+        self.tokenizer: Tokenizer | None = None  # the model's, once `loader` has seen it
+
+    def complete_model_config(self, model: dict[str, Any]) -> dict[str, Any]:
+        """Nothing to fill in: the labels follow from the model's own config."""
+        return model
+
+    def loader(
+        self, utts: list[Utterance], model: Any, cfg: AudioDataConfig, train: bool, rank: int, world_size: int,
+        report_dir: Path | None = None,
+    ) -> BatchLoader:
+        """`AudioData.loader` with the model's label tokenizer (`model.tokenizer`)."""
+        self.tokenizer = model.tokenizer
+        return super().loader(utts, model, cfg, train, rank, world_size, report_dir)
+
+    def save_assets(self, exp_dir: Path) -> None:
+        """Write the model's label tokenizer to `exp_dir/tokenizer` (decoding reads it from there)."""
+        if self.tokenizer is None:
+            raise RuntimeError("SpeechData.save_assets before loader(): the model's tokenizer is not known yet")
+        out = exp_dir / "tokenizer"
+        if out.exists():
+            shutil.rmtree(out)
+        save_tokenizer(self.tokenizer, out)

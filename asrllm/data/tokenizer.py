@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -260,3 +261,20 @@ def load_tokenizer(tok_dir: str | Path) -> Tokenizer:
     tok_dir = Path(tok_dir)
     cfg = load_config(TokenizerConfig, tok_dir / CONFIG_FILE)
     return TOKENIZER_CLASSES[cfg.kind].load(cfg, tok_dir)
+
+
+def save_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
+    """Write `tok` to the new dir `out_dir` so that `load_tokenizer(out_dir)` reads it back (an
+    `HFTokenizer` as its HF files; the user's options, lower-casing and BOS/EOS, come from the LLM config)."""
+    out_dir.mkdir(parents=True)
+    if isinstance(tok, HFTokenizer):
+        tok.save(out_dir)
+    elif isinstance(tok, SentencePieceTokenizer):
+        shutil.copyfile(tok.model_file, out_dir / SentencePieceTokenizer.MODEL_FILE)
+        save_config(TokenizerConfig(kind="sentencepiece", vocab_size=tok.vocab_size), out_dir / CONFIG_FILE)
+    elif isinstance(tok, CharTokenizer):
+        chars = tok.pieces[4:]  # after <blank> <unk> <sos/eos> ▁
+        (out_dir / CharTokenizer.CHARS_FILE).write_text("".join(f"{c}\n" for c in chars), encoding="utf-8")
+        save_config(TokenizerConfig(kind="char"), out_dir / CONFIG_FILE)
+    else:
+        raise TypeError(f"cannot save a tokenizer of type {type(tok).__name__}")

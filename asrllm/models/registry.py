@@ -19,6 +19,7 @@ from torch import nn
 
 from asrllm.models.ctc_model import CTCModel, CTCModelConfig
 from asrllm.models.lm_model import LMModel, LMModelConfig
+from asrllm.models.speech_llm import SpeechLLM, SpeechLLMConfig
 
 
 class TrainData(Protocol):
@@ -49,4 +50,5 @@ class TrainData(Protocol):
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "ctc": (CTCModelConfig, CTCModel),
     "lm": (LMModelConfig, LMModel),
+    "speech_llm": (SpeechLLMConfig, SpeechLLM),
 }

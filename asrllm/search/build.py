@@ -20,6 +20,7 @@ from asrllm.search.config import FusionConfig, MethodName, ScheduleName, SearchC
 from asrllm.search.fusion import DelayedFusion, FusionSchedule, LabelPrior, LabelWiseFusion, NoFusion
 from asrllm.search.greedy import CTCGreedySearch
 from asrllm.search.hyps import NBestEntry
+from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.lm_scorer import LMScorer
 from asrllm.search.retokenize import WordRetokenizer
 from asrllm.search.scorer import Scorer
@@ -35,6 +36,7 @@ class CTCSearch(Protocol):
 SEARCHES: dict[MethodName, type] = {
     "ctc_greedy": CTCGreedySearch,
     "ctc_time_sync": CTCTimeSyncSearch,
+    "label_sync": LabelSyncSearch,
 }
 
 SCHEDULES: dict[ScheduleName, type] = {  # values: FusionSchedule subclasses
@@ -74,20 +76,9 @@ def build_schedule(
         if log_prior is None:
             raise ValueError(f"fusion.prior_scale={cfg.prior_scale} needs a label prior, but none was given")
         prior = LabelPrior(log_prior=log_prior, scale=cfg.prior_scale)
-    scorers = dict(scorers or {})
+    chosen = _named_fused(cfg, scorers or {})
     if cls is NoFusion:
-        if cfg.weights:
-            raise ValueError(
-                f"fusion.weights={cfg.weights} given, but fusion.schedule='none' combines no scorers"
-            )
         return NoFusion(prior)
-    if not cfg.weights:
-        raise ValueError(f"fusion.schedule={cfg.schedule!r} needs fusion.weights for the scorers it fuses")
-    missing = sorted(set(cfg.weights) - set(scorers))
-    if missing:
-        raise ValueError(f"fusion.weights names {missing}, but no scorer of that name was given "
-                         f"(given: {', '.join(sorted(scorers)) or 'none'})")
-    chosen = {name: scorers[name] for name in cfg.weights}
     if cls is DelayedFusion and cfg.retokenize:
         if am_tokenizer is None:
             raise ValueError("fusion.retokenize=true needs the AM tokenizer (the AM labels are turned into words)")
@@ -121,13 +112,18 @@ def build_search(
     scorers: Mapping[str, Scorer] | None = None,
     vocab_size: int | None = None,
     am_tokenizer: Tokenizer | None = None,
-) -> CTCSearch:
+    model_scorers: Mapping[str, Scorer] | None = None,
+    eos_id: int | None = None,
+) -> CTCSearch | LabelSyncSearch:
     """Wire the search `cfg` describes. blank_id comes from the tokenizer (never assumed);
     log_prior (V,) is the label log-prior for prior correction; detokenize turns labels into text;
     scorers: the named scorers (LMs) that cfg.fusion.weights may fuse; vocab_size: the AM's V;
-    am_tokenizer: for delayed fusion with re-tokenisation.
+    am_tokenizer: for delayed fusion with re-tokenisation. label_sync: model_scorers, the main
+    model as {name: scorer} (weight 1), and eos_id, the label that ends a hypothesis.
     """
     cls = _lookup(SEARCHES, cfg.method, "search.method")
+    if cls is LabelSyncSearch:
+        return build_label_sync(cfg, model_scorers or {}, scorers or {}, eos_id, detokenize)
     if cls is CTCGreedySearch:
         if cfg.fusion != FusionConfig():
             raise ValueError(f"search.method='ctc_greedy' cannot use fusion (got fusion={cfg.fusion})")
@@ -146,3 +142,45 @@ def build_search(
             detokenize=detokenize,
         )
     raise AssertionError(f"no wiring for search class {cls.__name__}")  # registry and builder disagree
+
+
+def build_label_sync(
+    cfg: SearchConfig,
+    model_scorers: Mapping[str, Scorer],
+    scorers: Mapping[str, Scorer],
+    eos_id: int | None,
+    detokenize: Callable[[list[int]], str] | None = None,
+) -> LabelSyncSearch:
+    """The label-synchronous search of `cfg`: the main model (weight 1) plus the scorers that
+    cfg.fusion.weights names (LMs in the model's labels: shallow fusion on a speech LLM)."""
+    if len(model_scorers) != 1 or eos_id is None:
+        raise ValueError("search.method='label_sync' decodes a label-synchronous model (a speech LLM); "
+                         "this model has none: use a CTC search")
+    (main, model_scorer), = model_scorers.items()
+    fused = _named_fused(cfg.fusion, scorers, main)
+    for name, scorer in fused.items():
+        if scorer.vocab_size() != model_scorer.vocab_size():
+            raise ValueError(f"fusion scorer {name!r} has {scorer.vocab_size()} labels but the model has "
+                             f"{model_scorer.vocab_size()}: label-synchronous fusion needs one vocabulary (an LM "
+                             "trained or re-vocabularised on the model's labels)")
+    return LabelSyncSearch(
+        {main: model_scorer, **fused}, {main: 1.0, **{name: cfg.fusion.weights[name] for name in fused}},
+        eos_id=eos_id, beam=cfg.beam, nbest=cfg.nbest, length_norm=cfg.length_norm,
+        max_length_ratio=cfg.max_length_ratio, max_length=cfg.max_length, pre_beam=cfg.pre_beam, detokenize=detokenize,
+    )
+
+
+def _named_fused(cfg: FusionConfig, scorers: Mapping[str, Scorer], main: str | None = None) -> dict[str, Scorer]:
+    """The scorers cfg.weights names; weights with schedule 'none', none with another schedule, a
+    name without a scorer, or the main model's name are errors."""
+    if cfg.schedule == "none" and cfg.weights:
+        raise ValueError(f"fusion.weights={cfg.weights} given, but fusion.schedule='none' combines no scorers")
+    if cfg.schedule != "none" and not cfg.weights:
+        raise ValueError(f"fusion.schedule={cfg.schedule!r} needs fusion.weights for the scorers it fuses")
+    if main is not None and main in cfg.weights:
+        raise ValueError(f"fusion.weights[{main!r}]: the main model's weight is 1; weight the other scorers")
+    missing = sorted(set(cfg.weights) - set(scorers))
+    if missing:
+        raise ValueError(f"fusion.weights names {missing}, but no scorer of that name was given "
+                         f"(given: {', '.join(sorted(scorers)) or 'none'})")
+    return {name: scorers[name] for name in cfg.weights}

@@ -19,7 +19,7 @@ import dataclasses
 import math
 from typing import Literal
 
-MethodName = Literal["ctc_greedy", "ctc_time_sync"]  # keys of build.SEARCHES
+MethodName = Literal["ctc_greedy", "ctc_time_sync", "label_sync"]  # keys of build.SEARCHES
 ScheduleName = Literal["none", "label_wise", "delayed"]  # keys of build.SCHEDULES
 TriggerName = Literal["every", "end", "shortest"]  # when a delayed schedule adds pending scores
 
@@ -64,11 +64,19 @@ class FusionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Options of the CTC searches (greedy, time-synchronous prefix beam search)."""
+    """Options of the searches: CTC greedy and time-synchronous prefix beam search over a CTC model's
+    frames, and the label-synchronous beam search of a speech LLM (`label_sync`). Options of one kind
+    of search set on the other are errors, except `token_prune_topk` (CTC only, default 16)."""
 
-    method: MethodName = "ctc_time_sync"  # key in build.SEARCHES: "ctc_greedy" or "ctc_time_sync"
-    beam: int = 8  # K: prefixes kept per utterance after every frame
+    method: MethodName = "ctc_time_sync"  # key in build.SEARCHES: "ctc_greedy", "ctc_time_sync", "label_sync"
+    beam: int = 8  # K: prefixes kept per utterance after every frame (CTC) or label (label_sync)
     nbest: int = 1  # entries returned per utterance (<= beam), best first
+    # label_sync only
+    length_norm: float = 0.0  # final ranking by total / (labels + 1)^length_norm: 0 = off, 1 = per label
+    max_length_ratio: float | None = 1.0  # at most ceil(ratio · speech vectors) labels; None = no such bound
+    max_length: int | None = None  # at most this many labels; None = no such bound (one of the two is needed)
+    pre_beam: int | None = None  # P: labels per hypothesis the partial scorers (CTC prefix) score; None = all
+    # CTC only
     token_prune_topk: int | None = 16  # S: non-blank labels tried per frame (best by frame log-prob); None = all
     token_min_logp: float | None = None  # labels with frame log-prob below this are not tried; None = off
     beam_threshold: float | None = None  # drop prefixes scoring more than this below the utterance's best
@@ -97,8 +105,39 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
                 raise ValueError(f"SearchConfig: {name}={value} is a probability threshold in (0, 1] or null (= off)")
+        self._check_kind_options()
         if self.method == "ctc_greedy" and (self.beam != 1 or self.nbest != 1):
             raise ValueError(
                 f"SearchConfig: method='ctc_greedy' keeps one path; beam={self.beam} and nbest={self.nbest} "
                 "must both be 1"
             )
+
+    def _check_kind_options(self) -> None:
+        """Options of the other kind of search, and the label-synchronous ranges."""
+        ctc_only = {name: getattr(self, name) for name in ("token_min_logp", "beam_threshold", "blank_collapse",
+                                                             "soft_collapse")}
+        label_only = {"length_norm": self.length_norm != 0.0, "max_length_ratio": self.max_length_ratio != 1.0,
+                      "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None}
+        if self.method == "label_sync":
+            misplaced = sorted(name for name, value in ctc_only.items() if value is not None)
+            if misplaced:
+                raise ValueError(f"SearchConfig: {', '.join(misplaced)} only apply to the CTC searches (method='label_sync')")
+            if self.fusion.schedule == "delayed" or self.fusion.prior_scale > 0:
+                raise ValueError("SearchConfig: method='label_sync' adds every scorer per label: use fusion.schedule "
+                                 f"'label_wise' (or 'none') and no prior_scale (got {self.fusion.schedule!r}, "
+                                 f"prior_scale={self.fusion.prior_scale})")
+            if not math.isfinite(self.length_norm) or self.length_norm < 0:
+                raise ValueError(f"SearchConfig: length_norm={self.length_norm} must be finite and >= 0")
+            if self.max_length_ratio is None and self.max_length is None:
+                raise ValueError("SearchConfig: method='label_sync' needs max_length_ratio or max_length (a search must end)")
+            if self.max_length_ratio is not None and not self.max_length_ratio > 0:
+                raise ValueError(f"SearchConfig: max_length_ratio={self.max_length_ratio} must be > 0 or null")
+            if self.max_length is not None and self.max_length < 1:
+                raise ValueError(f"SearchConfig: max_length={self.max_length} must be >= 1 or null")
+            if self.pre_beam is not None and self.pre_beam < 1:
+                raise ValueError(f"SearchConfig: pre_beam={self.pre_beam} must be >= 1 or null (= all labels)")
+        else:
+            misplaced = sorted(name for name, set_ in label_only.items() if set_)
+            if misplaced:
+                raise ValueError(f"SearchConfig: {', '.join(misplaced)} only apply to method='label_sync' "
+                                 f"(method={self.method!r})")

@@ -40,9 +40,10 @@ class EncoderOutput:
     AED or speech-LLM decoder reads `states` (joint decoding needs both).
     """
 
-    lens: Tensor  # (B,) int64 valid frames
-    states: Tensor | None = None  # (B, T, D) encoder output
-    ctc_log_probs: Tensor | None = None  # (B, T, V) CTC log-softmax outputs
+    lens: Tensor  # (B,) int64 valid rows of `states` (frames, or a speech LLM's input vectors)
+    states: Tensor | None = None  # (B, T, D) encoder output (a speech LLM: its projected speech vectors)
+    ctc_log_probs: Tensor | None = None  # (B, T', V) CTC log-softmax outputs
+    ctc_lens: Tensor | None = None  # (B,) int64 valid CTC frames (None: the same as `lens`)
 
     @property
     def batch_size(self) -> int:

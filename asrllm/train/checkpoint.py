@@ -119,16 +119,21 @@ def load_checkpoint_state_dict(model: nn.Module, state: dict[str, torch.Tensor],
                          f"{len(absent)} weights missing {absent[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
 
 
-def init_from_model(model: nn.Module, path: str | Path, exclude: list[str]) -> tuple[int, int]:
-    """Copy the weights of the trained model file `path` into `model`, except those whose names match
-    a glob of `exclude`; -> (copied, excluded) counts. Every other weight must be in the file with
-    the same shape, and every weight of the file must be used, else a ValueError naming the first
-    ones and what to exclude."""
+def init_from_model(
+    model: nn.Module, path: str | Path, exclude: list[str], include: list[str] | None = None
+) -> tuple[int, int]:
+    """Copy the weights of the trained model file `path` into `model`: those whose names match a glob
+    of `include` (default: all) and none of `exclude`; -> (copied, excluded) counts. Every such
+    weight must be in the file with the same shape, and every such weight of the file must be used,
+    else a ValueError naming the first ones and what to exclude."""
     import fnmatch
+
+    def matches(name: str, patterns: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
     state = load_model_state(path)
     own = model.state_dict()
-    skip = {n for n in {*own, *state} if any(fnmatch.fnmatchcase(n, pattern) for pattern in exclude)}
+    skip = {n for n in {*own, *state} if matches(n, exclude) or not matches(n, include or ["*"])}
     missing = sorted(set(own) - set(state) - skip - _rebuilt_from_config(model))
     unused = sorted(set(state) - set(own) - skip)
     shapes = sorted(n for n in set(own) & set(state) - skip if own[n].shape != state[n].shape)
@@ -143,7 +148,7 @@ def init_from_model(model: nn.Module, path: str | Path, exclude: list[str]) -> t
                          "init.exclude (glob patterns of weight names, e.g. 'heads.*')")
     taken = {n: state[n] for n in own if n not in skip and n in state}
     model.load_state_dict(taken, strict=False)
-    return len(taken), len(skip & set(own))
+    return len(taken), len(skip & set(own))  # "excluded": the model's weights left as they were
 
 
 def _rebuilt_from_config(model: nn.Module) -> set[str]:

@@ -52,15 +52,22 @@ class InitConfig:
     """Initial weights from another trained model (fine-tuning; ESPnet's `init_param`).
 
     E.g. the encoder of a trained CTC model under a new output layer for another vocabulary:
-    `from_model: exp/train_ctc_small/model_avg.safetensors`, `exclude: ["heads.*"]`. Applied when
-    training starts; a resumed run continues from its own checkpoint instead.
+    `from_model: exp/train_ctc_small/model_avg.safetensors`, `exclude: ["heads.*"]`; or a speech
+    LLM's encoder from a CTC AM: `include: ["frontend.*", "encoder.*"]`. Applied when training
+    starts; a resumed run continues from its own checkpoint instead.
     """
 
     from_model: str | None = None  # weights file (or checkpoint dir) of a trained model; None: random init
+    include: list[str] = dataclasses.field(default_factory=lambda: ["*"])  # glob patterns of the weight names
+    #                                                                        involved (the model's and the file's)
     exclude: list[str] = dataclasses.field(default_factory=list)  # glob patterns of weight names NOT taken from it
 
     def __post_init__(self) -> None:
         _check(not self.exclude or self.from_model is not None, "init.exclude", "needs init.from_model", self.exclude)
+        _check(self.include == ["*"] or self.from_model is not None, "init.include", "needs init.from_model",
+               self.include)
+        _check(bool(self.include), "init.include", "must name at least one pattern (['*'] = every weight)",
+               self.include)
 
 
 @dataclasses.dataclass(frozen=True)

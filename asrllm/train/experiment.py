@@ -178,6 +178,8 @@ def training_inputs(
     kept = {k: v for k, v in flatten(config, "config").items() if k.removeprefix("config.") not in left_out}
     if config.init == InitConfig():  # random init: recorded as before the init section existed
         kept = {k: v for k, v in kept.items() if not k.startswith("config.init.")}
+    elif config.init.include == ["*"]:  # the default: recorded as before the option existed
+        kept = {k: v for k, v in kept.items() if not k.startswith("config.init.include")}
     init = config.init.from_model
     return {
         **kept,

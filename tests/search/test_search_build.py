@@ -34,7 +34,7 @@ def test_yaml_dict_to_config_and_unknown_keys() -> None:
 def test_misspelt_names_are_rejected_at_load_with_key_path_value_and_known_names() -> None:
     with pytest.raises(ConfigError) as e:
         from_dict(SearchConfig, {"method": "ctc_greedyy"}, "methods.greedy")
-    assert str(e.value) == "methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync']"
+    assert str(e.value) == "methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync', 'label_sync']"
     with pytest.raises(ConfigError) as e:
         from_dict(SearchConfig, {"fusion": {"schedule": "labelwise"}}, "methods.lm")
     assert str(e.value) == "methods.lm.fusion.schedule: 'labelwise' is not one of ['none', 'label_wise', 'delayed']"

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from asrllm.batched import BatchedState
 from asrllm.config import ConfigError, apply_umask, from_dict, load_yaml, make_temp_dir, save_config
 from asrllm.data.hf_tokenizer import HFTokenizer
-from asrllm.data.tokenizer import CharTokenizer, SentencePieceTokenizer, Tokenizer, TokenizerConfig, load_tokenizer
+from asrllm.data.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 from asrllm.models.llm.config import META_FILE, CausalLMMeta, LLMConfig
 from asrllm.models.llm.hf import (
     _base_model,
@@ -55,6 +55,7 @@ from asrllm.models.llm.hf import (
     _hf_cache_tensors,
     _hf_empty_cache,
     _hf_from_pretrained,
+    _hf_layer_kv,
     _is_peft,
     _peft_load,
 )
@@ -107,6 +108,16 @@ class CausalLM(nn.Module):
     def vocab_size(self) -> int:
         """V: rows of the output matrix (may exceed the tokenizer's size: unused padding rows)."""
         return int(_base_model(self.lm).get_output_embeddings().weight.shape[0])
+
+    @property
+    def hidden_size(self) -> int:
+        """D: width of the input embeddings (what a speech projector must produce)."""
+        return int(_base_model(self.lm).get_input_embeddings().weight.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameter dtype (inputs given as vectors must have it)."""
+        return self._dtype
 
     @property
     def hf_model(self) -> nn.Module:
@@ -181,14 +192,47 @@ class CausalLM(nn.Module):
         """State of n empty hypotheses: BOS fed (computed once, shared by all n)."""
         assert not self.training, "call .eval() before scoring (dropout would make scores random)"
         dev = self._device
-        empty = LMState(
-            keys=(), values=(), mask=torch.zeros(1, 0, dtype=torch.bool, device=dev),
-            positions=torch.zeros(1, dtype=torch.long, device=dev),
-            last_hidden=torch.zeros(1, 0, device=dev),
-        )
         bos = torch.full((1, 1), self.bos_id, dtype=torch.long, device=dev)
-        _, one = self._step(bos, torch.ones(1, dtype=torch.long, device=dev), empty)
+        _, one = self._append(torch.ones(1, dtype=torch.long, device=dev), self.empty_state(1), ids=bos)
         return one.select(torch.zeros(n, dtype=torch.long, device=dev))
+
+    def empty_state(self, n: int) -> LMState:
+        """State of n hypotheses that have seen nothing, not even BOS (speech LLMs prefill from it)."""
+        dev = self._device
+        return LMState(
+            keys=(), values=(), mask=torch.zeros(n, 0, dtype=torch.bool, device=dev),
+            positions=torch.zeros(n, dtype=torch.long, device=dev), last_hidden=torch.zeros(n, 0, device=dev),
+        )
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Input embeddings (…, D) of token ids (…) int64, in the model dtype; differentiable."""
+        return _base_model(self.lm).get_input_embeddings()(ids)
+
+    def append(self, embeds: Tensor, lengths: Tensor, state: LMState) -> tuple[Tensor, LMState]:
+        """Feed input vectors embeds (N, k, D) (token embeddings, speech embeddings) after `state`, of
+        which the first lengths[n] are real; differentiable (speech-LLM training) and exact (search).
+
+        Returns the final hidden states (N, k, D) (undefined where j >= lengths[n]; `head` turns them
+        into log-probs) and the new state. A speech LLM prefills [prompt; speech; prompt; BOS] with it.
+        """
+        return self._append(lengths, state, embeds=embeds)
+
+    def memory_state(self, states: Tensor, lengths: Tensor) -> LMState:
+        """A state whose KV cache holds, in every layer, that layer's key/value projections of
+        states (N, S, D) (the first lengths[n] real), at positions 0 .. lengths[n] - 1: the speech
+        memory of merged attention (docs/speech_llm.md). The states never pass through the layers;
+        text appended after it attends to [memory ; text] in one softmax per layer. Differentiable."""
+        n, s, _ = states.shape
+        dev = states.device
+        real = torch.arange(s, device=dev) < lengths[:, None]  # (N, S)
+        positions = torch.arange(s, device=dev).expand(n, s)  # (N, S)
+        keys, values = _hf_layer_kv(_base_model(self.lm), states.to(self._dtype), positions)
+        return LMState(keys=keys, values=values, mask=real, positions=lengths.clone(),
+                       last_hidden=torch.zeros(n, 0, device=dev))
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """(…, D) final hidden states -> (…, V) float32 log-probs; differentiable."""
+        return self._head(hidden)
 
     @torch.no_grad()
     def score(self, tokens: Tensor, lengths: Tensor, state: LMState) -> tuple[Tensor, LMState]:
@@ -202,7 +246,9 @@ class CausalLM(nn.Module):
             tokens.shape, lengths.shape, state.mask.shape)
         if tokens.shape[1] == 0:
             return torch.zeros(tokens.shape[0], 0, self.vocab_size, device=tokens.device), state
-        return self._step(tokens, lengths, state)
+        hidden, new = self._append(lengths, state, ids=tokens)
+        real = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]  # (N, k)
+        return self._head(hidden).masked_fill(~real[..., None], 0.0), new
 
     def next_log_probs(self, state: LMState, rows: Tensor | None = None) -> Tensor:
         """(N, V) float32 distribution of the next token of each hypothesis (or of hypotheses `rows`)."""
@@ -214,32 +260,35 @@ class CausalLM(nn.Module):
         """Hypothesis n of the result continues hypothesis src[n] (N',): reorder, drop, duplicate."""
         return self._compact(state.select(src))
 
-    def _step(self, tokens: Tensor, lengths: Tensor, state: LMState) -> tuple[Tensor, LMState]:
-        n, k = tokens.shape
+    def _append(
+        self, lengths: Tensor, state: LMState, ids: Tensor | None = None, embeds: Tensor | None = None
+    ) -> tuple[Tensor, LMState]:
+        """Feed token ids (N, k) or input vectors embeds (N, k, D), the first lengths[n] real, after
+        `state`; -> final hidden states (N, k, D) and the compacted new state."""
+        n, k = (ids if ids is not None else embeds).shape[:2]
         c = state.mask.shape[1]
-        dev = tokens.device
+        dev = lengths.device
         j = torch.arange(k, device=dev)
-        real = j < lengths[:, None]  # (N, k) the first lengths[n] tokens are real
+        real = j < lengths[:, None]  # (N, k) the first lengths[n] inputs are real
         allowed = torch.cat([state.mask[:, None, :].expand(n, k, c),  # (N, k, C) real cache columns
                              real[:, None, :] & (j[None, :, None] >= j[None, None, :])], dim=2)  # (N, k, C+k)
         mask = torch.zeros(n, 1, k, c + k, dtype=self._dtype, device=dev)  # additive: 0 attend, min block
         mask.masked_fill_(~allowed[:, None], torch.finfo(self._dtype).min)
-        positions = state.positions[:, None] + j  # (N, k) real tokens count; padding positions unused
+        positions = state.positions[:, None] + j  # (N, k) real inputs count; padding positions unused
         cache = _hf_cache(state.keys, state.values) if state.keys else _hf_empty_cache()
+        inputs = {"input_ids": ids.masked_fill(~real, 0)} if ids is not None else {"inputs_embeds": embeds}
         out = self._decoder()(
-            input_ids=tokens.masked_fill(~real, 0), attention_mask=mask, position_ids=positions,
-            use_cache=True, **{self._cache_kwarg: cache},
+            **inputs, attention_mask=mask, position_ids=positions, use_cache=True, **{self._cache_kwarg: cache},
         )
         hidden = out.last_hidden_state  # (N, k, D)
         keys, values = _hf_cache_tensors(cache)
-        log_probs = self._head(hidden).masked_fill(~real[..., None], 0.0)  # (N, k, V)
         last = (lengths - 1).clamp(min=0)  # (N,)
         last_hidden = hidden[torch.arange(n, device=dev), last]  # (N, D)
         if state.last_hidden.shape[1]:  # hypotheses with nothing appended keep their hidden state
             last_hidden = torch.where((lengths > 0)[:, None], last_hidden, state.last_hidden.to(last_hidden.dtype))
         new = LMState(keys=keys, values=values, mask=torch.cat([state.mask, real], dim=1),
                       positions=state.positions + lengths, last_hidden=last_hidden)
-        return log_probs, self._compact(new)
+        return hidden, self._compact(new)
 
     @staticmethod
     def _compact(state: LMState) -> LMState:
@@ -292,7 +341,7 @@ class CausalLM(nn.Module):
         try:
             peft = _is_peft(self.lm)
             base_saved = not (peft and not self.revocab and self.cfg.arch is None)
-            _save_tokenizer(self.tokenizer, tmp / "tokenizer")
+            save_tokenizer(self.tokenizer, tmp / "tokenizer")
             base = _base_model(self.lm)
             if base_saved:
                 base.save_pretrained(str(tmp / "model"), state_dict=_clean_base_state_dict(base) if peft else None)
@@ -324,22 +373,6 @@ class CausalLM(nn.Module):
             lm = _peft_load(lm, in_dir / "adapter")
         _set_trainable(lm, cfg, meta.revocab)
         return cls(lm, tokenizer, cfg, meta.revocab).eval()
-
-
-def _save_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
-    """Write `tok` so that `load_tokenizer(out_dir)` (AM tokenizers) or `HFTokenizer(out_dir)` reads it."""
-    out_dir.mkdir(parents=True)
-    if isinstance(tok, HFTokenizer):
-        tok.save(out_dir)
-    elif isinstance(tok, SentencePieceTokenizer):
-        shutil.copyfile(tok.model_file, out_dir / SentencePieceTokenizer.MODEL_FILE)
-        save_config(TokenizerConfig(kind="sentencepiece", vocab_size=tok.vocab_size), out_dir / "tokenizer.yaml")
-    elif isinstance(tok, CharTokenizer):
-        chars = tok.pieces[4:]  # after <blank> <unk> <sos/eos> ▁
-        (out_dir / CharTokenizer.CHARS_FILE).write_text("".join(f"{c}\n" for c in chars), encoding="utf-8")
-        save_config(TokenizerConfig(kind="char"), out_dir / "tokenizer.yaml")
-    else:
-        raise TypeError(f"cannot save a tokenizer of type {type(tok).__name__}")
 
 
 def _load_tokenizer(tok_dir: Path, cfg: LLMConfig, vocab_size: int) -> Tokenizer:

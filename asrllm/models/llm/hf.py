@@ -100,6 +100,34 @@ def _hf_cache_kwarg(decoder: nn.Module) -> str:
     raise TypeError(f"{type(decoder).__name__}.forward takes neither past_key_values nor cache")
 
 
+def _hf_layer_kv(
+    base: nn.Module, states: Tensor, position_ids: Tensor
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Per decoder layer, that layer's key and value projections of states (N, S, D) at position_ids
+    (N, S), as its attention would cache them for these inputs: (N, H, S, Dh) each, keys after the
+    rotary embedding (merged attention's speech memory). Llama-style layers (llama, qwen2, qwen3,
+    mistral: `input_layernorm`, `self_attn.k_proj` / `v_proj`, an optional `k_norm` per head)."""
+    decoder = base.get_decoder()
+    cos, sin = decoder.rotary_emb(states, position_ids)  # (N, S, Dh) each
+    cos, sin = cos[:, None], sin[:, None]  # (N, 1, S, Dh): broadcast over heads
+    keys, values = [], []
+    for layer in decoder.layers:
+        attn = layer.self_attn
+        if not all(hasattr(attn, name) for name in ("k_proj", "v_proj")) or not hasattr(layer, "input_layernorm"):
+            raise ConfigError(f"merged attention needs Llama-style decoder layers; {type(layer).__name__} is not one")
+        h = layer.input_layernorm(states)  # (N, S, D)
+        shape = (*h.shape[:2], -1, attn.head_dim)  # (N, S, H, Dh)
+        k = attn.k_proj(h).view(shape)
+        if getattr(attn, "k_norm", None) is not None:  # qwen3: RMS norm per head before the rotation
+            k = attn.k_norm(k)
+        k = k.transpose(1, 2)  # (N, H, S, Dh)
+        half = k.shape[-1] // 2
+        k = k * cos + torch.cat([-k[..., half:], k[..., :half]], dim=-1) * sin  # rotate_half convention
+        keys.append(k)
+        values.append(attn.v_proj(h).view(shape).transpose(1, 2))
+    return tuple(keys), tuple(values)
+
+
 def _hf_gguf_to_dir(gguf_file: Path, out_dir: Path) -> None:
     """Dequantise a GGUF checkpoint with transformers and write model + tokenizer as safetensors.
 

@@ -214,26 +214,30 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
                 for name in searches}  # LMCallStats summed over batches
     encoder_seconds = 0.0
     audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
+    try:  # bad audio (unreadable, longer than a speech LLM has positions for) is named
     for batch in inference_batches(utts, cfg.batch_seconds):
-        batch = batch.to(device)
-        audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
-        start = time.perf_counter()
-        with torch.inference_mode():
-            enc = encoder_output(model, batch.audio, batch.audio_lens, batch.ids)
-        encoder_seconds += time.perf_counter() - start
-        for name, search in searches.items():
+            batch = batch.to(device)
+            audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
             start = time.perf_counter()
-            for lm in costed[name]:
-                all_scorers[lm].stats.reset()
-            if isinstance(search, LabelSyncSearch):
-                results[name].extend(search(enc, utt_ids=batch.ids))
-            else:
-                ctc_lens = enc.ctc_lens if enc.ctc_lens is not None else enc.lens
-                results[name].extend(search(enc.ctc_log_probs, ctc_lens, utt_ids=batch.ids))
-            search_seconds[name] += time.perf_counter() - start
-            for lm in costed[name]:
-                for key, value in dataclasses.asdict(all_scorers[lm].stats).items():
-                    lm_costs[name][lm][key] += value
+            with torch.inference_mode():
+                enc = encoder_output(model, batch.audio, batch.audio_lens, batch.ids)
+            encoder_seconds += time.perf_counter() - start
+            for name, search in searches.items():
+                start = time.perf_counter()
+                for lm in costed[name]:
+                    all_scorers[lm].stats.reset()
+                if isinstance(search, LabelSyncSearch):
+                    results[name].extend(search(enc, utt_ids=batch.ids))
+                else:
+                    ctc_lens = enc.ctc_lens if enc.ctc_lens is not None else enc.lens
+                    results[name].extend(search(enc.ctc_log_probs, ctc_lens, utt_ids=batch.ids))
+                search_seconds[name] += time.perf_counter() - start
+                for lm in costed[name]:
+                    for key, value in dataclasses.asdict(all_scorers[lm].stats).items():
+                        lm_costs[name][lm][key] += value
+    except (ValueError, OSError) as e:
+        log.error("%s: %s", args.data, e)
+        return 1
 
     for name in todo:
         out_dir = out_dirs[name]

@@ -6,7 +6,8 @@
                      then one `# dropped<TAB>id` line per utterance whose normalised reference is empty
   result.txt         sclite-style summary (Snt Wrd Corr Sub Del Ins Err S.Err, in % like sclite's .sys)
                      and the normaliser's name
-  metrics.json       the numbers RESULTS.md is built from (rates in %), the scoring signature
+  metrics.json       the numbers RESULTS.md is built from (rates in %; `hallucination`: the metrics of
+                     asrllm.eval.hallucination over every utterance), the scoring signature
                      `normalizer` (the name of the leaderboard normaliser, asrllm.eval.normalizer; as
                      sacreBLEU's signature names its tokeniser), plus the caller's `extra`
                      (command, model, method, beam, test_set, ...)
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from asrllm.config import atomic_write_text
-from asrllm.eval.normalizer import DEFAULT_NORMALIZER
+from asrllm.eval.hallucination import hallucination_metrics
+from asrllm.eval.normalizer import DEFAULT_NORMALIZER, get_normalizer
 from asrllm.eval.wer import CorpusErrors, character_error_rate, score_corpus
 
 
@@ -62,6 +64,14 @@ def sclite_summary(corpus: CorpusErrors, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hallucination(corpus: CorpusErrors, hyps: dict[str, str]) -> dict[str, Any]:
+    """`hallucination_metrics` over every utterance: the scored ones, and the dropped ones (empty
+    normalised reference) with their hypothesis normalised the same way."""
+    norm = get_normalizer(corpus.normalizer) if corpus.normalizer else (lambda s: " ".join(s.split()))
+    pairs = [(u.ref, u.hyp) for u in corpus.utts] + [("", norm(hyps[i])) for i in corpus.dropped]
+    return hallucination_metrics([r for r, _ in pairs], [h for _, h in pairs])
+
+
 def write_scoring(
     out_dir: str | Path,
     refs: dict[str, str],
@@ -97,6 +107,7 @@ def write_scoring(
         "audio_seconds": round(float(audio_seconds), 3),
         "decode_seconds": round(float(decode_seconds), 3),
         "rtfx": round(audio_seconds / decode_seconds, 2) if decode_seconds > 0 else None,
+        "hallucination": _hallucination(corpus, hyps),
     }
     for key, value in (extra or {}).items():
         if key in metrics:

@@ -178,6 +178,33 @@ class SpeechLLM(nn.Module):
             return set()
         return {f"llm.{name}" for name, p in self.llm.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
+    @property
+    def context_tokens(self) -> int:
+        """Prompt tokens and BOS around the speech vectors (P + Q + 1)."""
+        return len(self.prompt_before) + len(self.prompt_after) + 1
+
+    @property
+    def max_speech_vectors(self) -> int | None:
+        """The most speech vectors an utterance may have: the LLM's positions less the prompt, BOS
+        and at least one label (None: the LLM sets no maximum)."""
+        positions = self.llm.max_positions
+        return None if positions is None else positions - self.context_tokens - 1
+
+    def check_lengths(self, speech_lens: Tensor, utt_ids: list[str] | None) -> None:
+        """A ValueError naming the first utterance with more speech vectors than the LLM has room for."""
+        limit = self.max_speech_vectors
+        if limit is None or int(speech_lens.max()) <= limit:
+            return
+        b = int(speech_lens.argmax())
+        name = repr(utt_ids[b]) if utt_ids else f"#{b} of the batch"
+        hop = self.cfg.frontend.hop_length / self.cfg.frontend.sample_rate
+        seconds = int(speech_lens[b]) * self.cfg.projector.stack * self.cfg.encoder.subsampling_factor * hop
+        raise ValueError(
+            f"utterance {name}: about {seconds:.1f} s of audio gives {int(speech_lens[b])} speech vectors, more than "
+            f"the LLM's {self.llm.max_positions} positions leave room for ({limit}, after {self.context_tokens} prompt "
+            "tokens and BOS and one label); split the audio or stack more frames (model.projector.stack)"
+        )
+
     def num_output_frames(self, num_samples: Tensor) -> Tensor:
         """Encoder frames T of utterances of `num_samples` samples (the data checks' CTC bound)."""
         return self.encoder.output_lengths(self.cfg.frontend.num_frames(num_samples))

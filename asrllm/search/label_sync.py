@@ -17,7 +17,7 @@ dispatch; whisper's `_main_loop` for the end rules):
    stop, not a heuristic; with length normalisation, once it has K finished ones (whisper's rule).
    Done utterances leave the batch.
 Hypotheses at their utterance's maximum length may only end (max_length_ratio · speech vectors,
-capped by max_length). The final order divides each total by (labels + 1)^length_norm (EOS counted):
+capped by max_length and by what each scorer has room for, `Scorer.max_labels`). The final order divides each total by (labels + 1)^length_norm (EOS counted):
 0 = plain sum, 1 = per label. Pruning always uses the plain totals.
 
 The first scorer is the main model; every scorer's unweighted score is kept per hypothesis and
@@ -86,6 +86,10 @@ class LabelSyncSearch:
         cap = torch.full_like(enc.lens, self.max_length if self.max_length is not None else torch.iinfo(torch.int64).max)
         if self.max_length_ratio is not None:
             cap = torch.minimum(cap, (enc.lens.double() * self.max_length_ratio).ceil().long())
+        for scorer in self.scorers.values():  # e.g. an LLM's positions left after the speech and prompt
+            room = scorer.max_labels(enc)
+            if room is not None:
+                cap = torch.minimum(cap, room)
         return cap
 
     @torch.inference_mode()

@@ -41,6 +41,13 @@ class SpeechLLMScorer(LMScorer):
         utt = torch.arange(batch_size, device=enc.lens.device).repeat_interleave(beam)  # (N,)
         return LMScorerState(lm=self.lm.select_state(context, utt), fed=torch.zeros_like(utt), utt=utt)
 
+    def max_labels(self, enc: EncoderOutput) -> Tensor | None:
+        """(B,) labels that fit into the LLM's positions after each utterance's context (None: no limit)."""
+        positions = self.lm.max_positions
+        if positions is None:
+            return None
+        return (positions - self.model.context_tokens - enc.lens).clamp(min=0)
+
 
 @torch.no_grad()
 def encoder_output(model: nn.Module, audio: Tensor, audio_lens: Tensor, utt_ids: list[str] | None = None) -> EncoderOutput:
@@ -50,6 +57,7 @@ def encoder_output(model: nn.Module, audio: Tensor, audio_lens: Tensor, utt_ids:
         return EncoderOutput(lens=lens, ctc_log_probs=log_probs.float())
     if isinstance(model, SpeechLLM):
         speech, speech_lens, enc, enc_lens = model.encode(audio, audio_lens)  # (B, U, D), (B,)
+        model.check_lengths(speech_lens, utt_ids)
         ctc = model.ctc_log_probs(enc)
         return EncoderOutput(lens=speech_lens, states=speech, ctc_log_probs=None if ctc is None else ctc.float(),
                              ctc_lens=enc_lens)

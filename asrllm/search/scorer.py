@@ -81,6 +81,11 @@ class Scorer(abc.ABC):
         information (`PartialScorer`). Default: `state.select(src)`."""
         return None if state is None else state.select(src)
 
+    def max_labels(self, enc: EncoderOutput) -> Tensor | None:
+        """(optional) (B,) int64 the most labels this scorer can score per utterance (an LLM's positions
+        after its context), which a label-synchronous search respects; None (default): no limit."""
+        return None
+
     def final_score(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
         """(optional) End-of-sentence log-score of each prefix, (N,). Default: 0."""
         return torch.zeros(tokens.shape[0], device=tokens.device)

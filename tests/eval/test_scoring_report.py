@@ -72,9 +72,9 @@ def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     md = render_results([load_row(f) for f in files])
     assert md == render_results([load_row(f) for f in reversed(files)])  # order does not depend on input
     assert "| ctc | greedy | 14.29 | 42.86 | 28.57 |" in md  # summary: dev 1/7, test 3/7, unweighted mean
-    assert "| 1 | ctc | beam4 | 28.57 | 14.29 | 14.29 | 0.00 | 100.0 | 2 | – | – |" in md
+    assert "| 1 | ctc | beam4 | 28.57 | 14.29 | 14.29 | 0.00 | 33.33 | 0.00 | 0.00 | 100.0 | 2 | – | – |" in md
     assert "run.sh --model ctc_lm --method labelwise" in md
-    assert "| 3 | ctc_lm | labelwise | 14.29 | 14.29 | 0.00 | 0.00 | 100.0 | 2 | 4.5 | 25.0 |" in md  # per utterance
+    assert "| 3 | ctc_lm | labelwise | 14.29 | 14.29 | 0.00 | 0.00 | 33.33 | 0.00 | 0.00 | 100.0 | 2 | 4.5 | 25.0 |" in md
     assert md.index("## dev") < md.index("## test")
     for heading in ("## Summary: WER [%] per test set", "## dev", "## test"):  # each WER table names it
         assert f"{heading}\n\nScoring: open_asr_2026_03 normaliser.\n\n| " in md

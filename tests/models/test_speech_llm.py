@@ -205,3 +205,40 @@ def test_train_resume_checkpoint_and_decode_cli(dirs, interface) -> None:
     for method in ("beam2", "greedy_ctc"):
         lines = (root / f"exp/full/decode_dev_{method}/parts/0-of-1.hyp.txt").read_text().splitlines()
         assert len(lines) == 2
+
+
+@pytest.mark.parametrize("name", ["qwen2_0.5b_lora", "qwen2_1.5b_lora", "qwen2_7b_lora"])
+def test_paper_configs_build_at_tiny_width(dirs, name) -> None:
+    """The authors' configurations (conf/speech_llm/) with the widths shrunk and a tiny Qwen2 for the
+    hub model: everything else (18 layers, conv ×6, stack 2 = 120 ms, LoRA r 320 rsLoRA on q,v, the
+    prompt, aux CTC over the LLM vocabulary + blank) as written."""
+    from asrllm.config import from_dict, load_yaml
+
+    model = load_yaml(Path(__file__).parents[2] / "conf/speech_llm" / f"{name}.yaml")
+    model["encoder"].update(d_model=64, ff_dim=128)
+    model["llm"] = {**model["llm"], "source": str(dirs["llm"]), "dtype": "float32"}
+    speech_llm = SpeechLLM(from_dict(SpeechLLMConfig, model, "model"))
+    cfg = speech_llm.cfg
+    assert (cfg.encoder.num_layers, cfg.encoder.subsampling_factor, cfg.projector.stack) == (18, 6, 2)
+    assert speech_llm.num_speech_vectors(torch.tensor([16000 * 12 // 10])).item() == 10  # 1.2 s / 120 ms
+    lora = cfg.llm.lora
+    assert (lora.r, lora.alpha, lora.use_rslora, lora.target_modules) == (320, 16.0, True, ("q_proj", "v_proj"))
+    trained_llm = {n for n, p in speech_llm.llm.named_parameters() if p.requires_grad}
+    assert trained_llm and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in trained_llm)
+    assert speech_llm.ctc_head.proj.out_features == speech_llm.tokenizer.vocab_size + 1  # + blank
+    assert speech_llm.ctc_blank_id == speech_llm.tokenizer.vocab_size
+
+
+def test_audio_longer_than_the_llm_has_positions_for_is_named(dirs) -> None:
+    cfg = char_config(dirs)
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, arch={**cfg.llm.arch, "max_position_embeddings": 16}))
+    model = model_of(cfg).eval()
+    batch = dummy_batch(2, max_samples=16000, seed=0)  # ~0.5-1 s: 6-12 vectors of 80 ms
+    assert model.max_speech_vectors == 16 - 1 - 1  # no prompt: BOS and one label
+    ok = batch.audio_lens.clone().fill_(4000)  # 0.25 s: 3 vectors
+    enc = encoder_output(model, batch.audio[:, :4000], ok, batch.ids)
+    assert enc.lens.tolist() == [3, 3] and SpeechLLMScorer(model).max_labels(enc).tolist() == [16 - 1 - 3] * 2
+    long = torch.zeros(1, 16000 * 3)
+    with pytest.raises(ValueError, match=r"utterance 'long-one': about 3\.\d s of audio gives 3\d speech vectors, "
+                                         r"more than the LLM's 16 positions leave room for \(14"):
+        encoder_output(model, long, torch.tensor([16000 * 3]), ["long-one"])

@@ -65,6 +65,15 @@ TINY_COMBINATION = (
     "--tune-args", "--lm-grid 0,0.5 --prior-grid 0,0.5 --refine-rounds 1",
 )
 
+# Speech-LLM stages 14-15 with the recipe's own configs (both interfaces), shrunk to the tiny AM's
+# encoder (which initialises theirs) and one epoch.
+TINY_SLLM = (
+    "--speech-llm-args", "trainer.max_epochs=1 trainer.log_every_steps=1 trainer.progress_bar=false "
+    "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
+    "optim.warmup_steps=2 data.max_batch_seconds=30",
+)
+SLLMS = ("sllm_tiny_prefix", "sllm_tiny_merged")
+
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -87,7 +96,7 @@ def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_all_stages_run_and_leave_results(recipe: Path) -> None:
     proc = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, "--average-last", "2",
-                      *TOKEN, *TINY_LM, *TINY_COMBINATION)
+                      *TOKEN, *TINY_LM, *TINY_COMBINATION, *TINY_SLLM)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     assert len(list((recipe / "corpus/LibriSpeech/train").rglob("*.flac"))) == 24
@@ -119,7 +128,7 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
             assert (metrics["train_seconds"] is None) == lm.endswith("_zeroshot"), (lm, metrics)
         assert f"| {lm} |" in results
     assert "Language models: perplexity" in results
-    assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 14 runs only on request
+    assert not (recipe / "exp/smollm2_135m_lora").exists()  # stage 16 runs only on request
 
     assert (am / "prior.safetensors").is_file() and (am / "prior.safetensors.inputs.json").is_file()
     tuning = json.loads((am / "tune/tiny/tuning.json").read_text())
@@ -135,10 +144,22 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
         costs = json.loads((am / f"decode_{dset}_v2e5_tiny/metrics.json").read_text())["lm_costs"]["tiny"]
         assert costs["calls"] >= 1 and costs["tokens"] > 0
 
+    for sllm in SLLMS:
+        exp = recipe / "exp" / sllm
+        assert (exp / "model_avg.safetensors").is_file() and (exp / "tokenizer/tokenizer.yaml").is_file()
+        assert "initialised" in (exp / "logs/train.log").read_text()  # the encoder from the AM
+        for dset in ("dev", "test"):
+            for method in ("greedy", "beam4", "beam4_ln1", "aux_ctc_greedy"):
+                metrics = json.loads((exp / f"decode_{dset}_{method}/metrics.json").read_text())
+                assert metrics["num_utts"] == 6 and set(metrics["hallucination"]) >= {"over_long", "loops", "empty"}
+            costs = json.loads((exp / f"decode_{dset}_beam4/metrics.json").read_text())["lm_costs"]["speech_llm"]
+            assert costs["calls"] >= 2 and costs["tokens"] > 0
+        assert f"| {sllm} | beam4 |" in results
+
     # A second run skips every finished stage: no output is rewritten.
     before = snapshot(recipe)
     again = run_recipe(recipe, "--corpus-args", TINY_CORPUS, "--train-args", TINY_TRAINING, *TOKEN, *TINY_LM,
-                       *TINY_COMBINATION)
+                       *TINY_COMBINATION, *TINY_SLLM)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert snapshot(recipe) == before
     assert (recipe / "RESULTS.md").read_text() == results
@@ -231,7 +252,7 @@ def test_unknown_option_is_rejected(recipe: Path) -> None:
 
 @pytest.mark.parametrize("config", sorted((REPO / "egs/mini_synth/asr1/conf/lm").glob("*.yaml")), ids=lambda p: p.name)
 def test_lm_configs_resolve(config: Path) -> None:
-    """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 14's) is valid."""
+    """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 16's) is valid."""
     exp = resolve_config(config, [], None)
     assert exp.config.model_kind == "lm" and exp.model.llm is not None
 
@@ -258,7 +279,7 @@ def test_combination_configs_load(script: str, rescore_conf: str, fusion_conf: s
     rescore = load_config(RescoreConfig, conf / rescore_conf, {})
     for lms in (fusion.lms, rescore.lms):
         for spec in lms.values():
-            assert f"conf/lm/{Path(spec.model_dir).name}.yaml" in run_sh, spec  # stage 8 or 14 trains it
+            assert f"conf/lm/{Path(spec.model_dir).name}.yaml" in run_sh, spec  # stage 8 or 16 trains it
     assert f"--rescore-config conf/{rescore_conf}" in text and f"--fusion-config conf/{fusion_conf}" in text
     tuned = text.split('--tune-lms "')[1].split('"')[0].split()
     assert tuned and all(f"rescore_{lm}" in rescore.methods for lm in tuned)
@@ -267,3 +288,17 @@ def test_combination_configs_load(script: str, rescore_conf: str, fusion_conf: s
     exp = from_dict(TrainExperimentConfig, load_yaml(recipe / am_config))
     if exp.init.from_model is not None:  # the AM it starts from is the one run.sh trains
         assert exp.init.from_model == "exp/train_ctc_small/model_avg.safetensors" and "train_ctc_small.yaml" in run_sh
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "egs/mini_synth/asr1/conf/speech_llm").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_speech_llm_configs_resolve(config: Path) -> None:
+    """Every speech-LLM config of the recipe is valid and starts its encoder from the AM run.sh trains."""
+    exp = resolve_config(config, [], None)
+    assert exp.config.model_kind == "speech_llm"
+    assert exp.config.init.from_model == "exp/train_ctc_small/model_avg.safetensors"
+    assert exp.config.init.include == ["frontend.*", "encoder.*"]
+    from asrllm.config import load_yaml
+
+    am = load_yaml(REPO / "egs/mini_synth/asr1/conf/train_ctc_small.yaml")["model"]
+    assert exp.config.model["encoder"] == {**exp.config.model["encoder"], **am["encoder"]}  # init.from_model's shapes

@@ -115,6 +115,11 @@ class CausalLM(nn.Module):
         return int(_base_model(self.lm).get_input_embeddings().weight.shape[1])
 
     @property
+    def max_positions(self) -> int | None:
+        """Positions the model was built for (`max_position_embeddings`; None: not set)."""
+        return getattr(_base_model(self.lm).config, "max_position_embeddings", None)
+
+    @property
     def dtype(self) -> torch.dtype:
         """The parameter dtype (inputs given as vectors must have it)."""
         return self._dtype

@@ -29,12 +29,19 @@
 #                          tuning starts from the previous one's copies)
 #   Stage 13: combination  test_sets rescored with the tuned rescore_config and decoded with the tuned
 #                          fusion_config (label-wise, delayed fusion), scored; then RESULTS.md
-#   Stage 14: extra LM     lm_extra_config (e.g. SmolLM2-135M LoRA, slow on CPU) trained as in stage 8
-#                          + perplexity; beyond the default --stop-stage, so run it with --stage 14
+# Speech LLMs (PAPER.md §3); a config conf/speech_llm/<name>.yaml trains into exp/<name>/:
+#   Stage 14: speech LLMs  each of speech_llm_configs trained on data/<train_set> (encoder from the AM:
+#                          the config's init section), checkpoints averaged
+#   Stage 15: SLLM decode  exp/<name>/decode_<set>_<method>/ of speech_llm_decode_config for test_sets and
+#                          speech_llm_extra_sets (e.g. a hallucination probe set), which the AM also decodes
+#                          (decode_config); scored; then RESULTS.md
+#   Stage 16: on request   lm_extra_config (e.g. SmolLM2-135M LoRA, slow on CPU) trained as in stage 8 +
+#                          perplexity, and speech_llm_extra_configs trained and decoded as in 14-15;
+#                          beyond the default --stop-stage, so run it with --stage 16
 set -euo pipefail
 
 stage=0                  # first stage to run
-stop_stage=13            # last stage to run (stage 14 only on request)
+stop_stage=15            # last stage to run (stage 16 only on request)
 force=false              # true: redo the outputs whose inputs changed (otherwise such a change is an error)
 corpus_dir=corpus        # where the raw corpus is (or is built)
 corpus_args=""           # extra options for local/corpus.sh (e.g. corpus size), split at spaces
@@ -69,7 +76,12 @@ rescore_config=""        # stages 12-13: rescoring config (asrllm.bin.rescore): 
 fusion_config=""         # stage 13: decode config of the fusion methods; its scales are tuned in stage 12
 tune_lms=""              # stage 12: LM names (keys of rescore_config's lms) to tune, in this order
 tune_args=""             # stage 12: extra options of asrllm.bin.tune_scales, e.g. --lm-grid "0 0.5 1"
-lm_extra_config=""       # stage 14: an LM config trained and evaluated only on request
+speech_llm_configs=""    # stage 14: speech-LLM training configs
+speech_llm_args=""       # extra key=value overrides for stages 14 and 16 (speech LLM training)
+speech_llm_decode_config=""  # stage 15: decode config of the speech LLMs (method label_sync, ...)
+speech_llm_extra_sets="" # stage 15: more sets (data/<set>) the speech LLMs and the AM decode, e.g. a probe set
+lm_extra_config=""       # stage 16: an LM config trained and evaluated only on request
+speech_llm_extra_configs=""  # stage 16: speech-LLM configs trained and decoded only on request
 . utils/parse_options.sh
 
 [[ -f cmd.sh ]] && . ./cmd.sh
@@ -100,31 +112,35 @@ read -ra tune_opts <<< "$tune_args"
 read -ra lm_tokenizer_list <<< "$lm_tokenizers"
 read -ra lm_config_list <<< "$lm_configs"
 read -ra lm_zeroshot_list <<< "$lm_zeroshot_configs"
+read -ra speech_llm_list <<< "$speech_llm_configs"
+read -ra speech_llm_extra_list <<< "$speech_llm_extra_configs"
+read -ra sllm_set_list <<< "$test_sets $speech_llm_extra_sets"
 
-# score_sets METHOD...: score exp/<am_tag>/decode_<set>_<method>/ of every test set.
+# score_sets DIR METHOD...: score DIR/decode_<set>_<method>/ of every set of set_list (default: test_sets).
 score_sets() {
-  local dset method
-  for dset in "${test_set_list[@]}"; do
+  local dir=$1 dset method; shift
+  for dset in "${set_list[@]}"; do
     for method in "$@"; do
-      python -m asrllm.bin.score --decode-dir "$am_dir/decode_${dset}_$method" --data "data/$dset" \
+      python -m asrllm.bin.score --decode-dir "$dir/decode_${dset}_$method" --data "data/$dset" \
         ${normalizer:+--normalizer "$normalizer"}
     done
   done
 }
-# decode_sets CONFIG [ARGS]: decode every test set with CONFIG in nj parallel jobs.
+# decode_sets DIR CONFIG [ARGS]: decode every set of set_list with the model of DIR and CONFIG, nj parallel jobs.
 decode_sets() {
-  local config=$1 dset job pids; shift
-  for dset in "${test_set_list[@]}"; do
+  local dir=$1 config=$2 dset job pids; shift 2
+  for dset in "${set_list[@]}"; do
     pids=()
     for (( job = 0; job < nj; job++ )); do
-      $decode_cmd "$am_dir/logs/decode_$(basename "${config%.*}")_${dset}.$job.log" \
-        python -m asrllm.bin.decode --config "$config" --model-dir "$am_dir" \
+      $decode_cmd "$dir/logs/decode_$(basename "${config%.*}")_${dset}.$job.log" \
+        python -m asrllm.bin.decode --config "$config" --model-dir "$dir" \
           --checkpoint "$checkpoint" --data "data/$dset" --num-jobs "$nj" --job "$job" "${force_opt[@]}" "$@" &
       pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid"; done  # fails the stage if any job failed
   done
 }
+set_list=("${test_set_list[@]}")
 
 if selected 0 "corpus"; then
   local/corpus.sh --corpus-dir "$corpus_dir" "${force_opt[@]}" "${corpus_opts[@]}"
@@ -150,12 +166,12 @@ if selected 3 "AM training ($am_dir)"; then
 fi
 
 if selected 4 "decoding (${test_sets})"; then
-  decode_sets "$decode_config" ${decode_args:+"$decode_args"}
+  decode_sets "$am_dir" "$decode_config" ${decode_args:+"$decode_args"}
 fi
 
 if selected 5 "scoring and RESULTS.md"; then
   read -ra methods <<< "$(python -m asrllm.bin.list_methods "$decode_config")"
-  score_sets "${methods[@]}"
+  score_sets "$am_dir" "${methods[@]}"
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 
@@ -222,8 +238,8 @@ if [[ -n $nbest_config ]] && selected 10 "CTC prior of $am_dir on data/$prior_se
 fi
 
 if [[ -n $nbest_config ]] && selected 11 "N-best lists ($nbest_method) of ${test_sets}"; then
-  decode_sets "$nbest_config"
-  score_sets "$nbest_method"
+  decode_sets "$am_dir" "$nbest_config"
+  score_sets "$am_dir" "$nbest_method"
 fi
 
 if [[ -n $nbest_config ]] && selected 12 "scale tuning on data/$valid_set (${tune_lms})"; then
@@ -245,16 +261,57 @@ if [[ -n $nbest_config ]] && selected 13 "rescoring and fusion decoding of ${tes
       python -m asrllm.bin.rescore --config "$tuned_rescore" --model-dir "$am_dir" \
         --nbest-dir "$am_dir/decode_${dset}_$nbest_method" --data "data/$dset" "${force_opt[@]}"
   done
-  decode_sets "$tuned_fusion"
+  decode_sets "$am_dir" "$tuned_fusion"
   read -ra methods <<< "$(python -m asrllm.bin.list_methods "$tuned_rescore") $(python -m asrllm.bin.list_methods "$tuned_fusion")"
-  score_sets "${methods[@]}"
+  score_sets "$am_dir" "${methods[@]}"
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 
-if [[ -n $lm_extra_config ]] && (( stage <= 14 && 14 <= stop_stage )); then
-  log "Stage 14: extra LM ($lm_extra_config)"
-  train_lm "$lm_extra_config" "data/$train_set" "$lm_train_args"
-  perplexities "exp/$(lm_tag "$lm_extra_config")"
+# train_speech_llm CONFIG: train a speech LLM into exp/<name>/ and average its last checkpoints.
+train_speech_llm() {
+  local dir; dir=exp/$(lm_tag "$1")
+  $train_cmd "$dir/logs/train.log" \
+    "${launcher[@]}" -m asrllm.bin.train --config "$1" \
+      --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "$dir" "${force_opt[@]}" \
+      ${speech_llm_args:+"$speech_llm_args"}
+  python -m asrllm.bin.average_checkpoints --exp-dir "$dir" --last "$average_last"
+}
+# decode_speech_llm CONFIG: decode and score the speech LLM of CONFIG on test_sets + speech_llm_extra_sets.
+decode_speech_llm() {
+  local dir methods; dir=exp/$(lm_tag "$1")
+  set_list=("${sllm_set_list[@]}")
+  decode_sets "$dir" "$speech_llm_decode_config"
+  read -ra methods <<< "$(python -m asrllm.bin.list_methods "$speech_llm_decode_config")"
+  score_sets "$dir" "${methods[@]}"
+  set_list=("${test_set_list[@]}")
+}
+
+if selected 14 "speech-LLM training (${speech_llm_configs})"; then
+  for config in "${speech_llm_list[@]}"; do train_speech_llm "$config"; done
+fi
+
+if selected 15 "speech-LLM decoding (${test_sets} ${speech_llm_extra_sets}), then RESULTS.md"; then
+  for config in "${speech_llm_list[@]}"; do decode_speech_llm "$config"; done
+  if [[ -n $speech_llm_extra_sets ]]; then  # the AM on the extra sets, for comparison
+    read -ra set_list <<< "$speech_llm_extra_sets"
+    decode_sets "$am_dir" "$decode_config" ${decode_args:+"$decode_args"}
+    read -ra methods <<< "$(python -m asrllm.bin.list_methods "$decode_config")"
+    score_sets "$am_dir" "${methods[@]}"
+    set_list=("${test_set_list[@]}")
+  fi
+  python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
+fi
+
+if (( stage <= 16 && 16 <= stop_stage )); then
+  log "Stage 16: on request: extra LM (${lm_extra_config}), extra speech LLMs (${speech_llm_extra_configs})"
+  if [[ -n $lm_extra_config ]]; then
+    train_lm "$lm_extra_config" "data/$train_set" "$lm_train_args"
+    perplexities "exp/$(lm_tag "$lm_extra_config")"
+  fi
+  for config in "${speech_llm_extra_list[@]}"; do
+    train_speech_llm "$config"
+    decode_speech_llm "$config"
+  done
   python -m asrllm.bin.make_results exp --out RESULTS.md --title "mini_synth results"
 fi
 log "finished stages $stage..$stop_stage"

@@ -215,7 +215,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
     encoder_seconds = 0.0
     audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
     try:  # bad audio (unreadable, longer than a speech LLM has positions for) is named
-    for batch in inference_batches(utts, cfg.batch_seconds):
+        for batch in inference_batches(utts, cfg.batch_seconds):
             batch = batch.to(device)
             audio_seconds += float(batch.audio_lens.sum()) / SAMPLE_RATE
             start = time.perf_counter()

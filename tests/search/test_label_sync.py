@@ -139,3 +139,43 @@ def test_scorers_must_share_the_label_space(char_dir):
     other.vocab_size = lambda: 99
     with pytest.raises(ValueError, match="one label space"):
         LabelSyncSearch({"a": SpeechLLMScorer(model), "b": other}, {"a": 1.0, "b": 0.5}, eos_id=2, beam=2)
+
+
+def test_lm_fusion_on_a_speech_llm_equals_exhaustive_search_of_the_sum(char_dir):
+    """An LM in the model's labels joins through the config (fusion.weights): the search maximises
+    log p_SLLM + λ·log p_LM (EOS of both included), and reports each score unweighted; λ = 0 changes nothing."""
+    from asrllm.data.tokenizer import load_tokenizer
+    from asrllm.models.llm import build_llm
+    from asrllm.search import FusionConfig, SearchConfig, build_search
+    from asrllm.search.lm_scorer import LMScorer
+
+    model = make_model(char_dir)
+    torch.manual_seed(5)
+    lm = build_llm(LLMConfig(arch=dict(model_type="llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2)), label_tokenizer=load_tokenizer(char_dir)).eval()
+    with torch.no_grad():
+        lm.hf_model.get_output_embeddings().weight.mul_(8.0)
+    batch = dummy_batch(2, max_samples=3200, seed=6)
+    enc = encoder_output(model, batch.audio, batch.audio_lens)
+    max_len, lam = 3, 0.7
+
+    def search(weight):
+        cfg = SearchConfig(method="label_sync", beam=5 ** max_len, nbest=3, max_length=max_len, max_length_ratio=None,
+                           fusion=FusionConfig(schedule="label_wise", weights={"lm": weight}))
+        return build_search(cfg, blank_id=0, scorers={"lm": LMScorer(lm)}, model_scorers={"speech_llm": SpeechLLMScorer(model)},
+                            eos_id=model.eos_id)(enc, batch.ids)
+
+    fused, plain = search(lam), search(0.0)
+    alone = search_for(model, beam=5 ** max_len, nbest=3, max_length=max_len, max_length_ratio=None)(enc, batch.ids)
+    for b in range(2):
+        ref = exhaustive(model, enc, b, max_len)  # [(log p_SLLM, labels)]
+        seqs = [r[1] for r in ref]
+        L = max(max_len, 1)
+        tokens = torch.tensor([s + [0] * (L - len(s)) for s in seqs])
+        with torch.no_grad():
+            lm_logp = lm.token_log_probs(tokens, torch.tensor([len(s) for s in seqs])).double().sum(1).tolist()
+        total = sorted(((sl + lam * lp, sl, lp, s) for (sl, s), lp in zip(ref, lm_logp)), key=lambda x: -x[0])[:3]
+        assert [e.tokens for e in fused[b]] == [t[3] for t in total]
+        assert [e.score for e in fused[b]] == pytest.approx([t[0] for t in total], abs=1e-4)
+        assert [e.scores["lm"] for e in fused[b]] == pytest.approx([t[2] for t in total], abs=1e-4)
+        assert [e.tokens for e in plain[b]] == [e.tokens for e in alone[b]]

@@ -108,6 +108,9 @@ def _train(
     except ConfigError as e:  # found while building (e.g. a missing model.llm.source): name file and key
         log.error("%s: %s", config, keyed(e, exp.model, "model"))
         return 1
+    except OSError as e:  # a file the model config names is missing or unreadable (e.g. an LLM's tokenizer)
+        log.error("%s: model: %s", config, e)
+        return 1
     log.info("model %s: %.2fM parameters", cfg.model_kind, sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.init.from_model is not None:  # a resumed run then loads its own checkpoint over these
         try:

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE's space (U+0120), SentencePiece's (U+2581)
 ENDOFTEXT = "<|endoftext|>"  # BOS/EOS/pad of the byte-level BPE that `train` writes (Qwen2 style)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")  # one of them makes a tokenizer
 NO_ID = -1  # "this tokenizer has no such token" (blank; unk of byte-level BPE)
 
 
@@ -71,6 +72,12 @@ class HFTokenizer:
         self.tok_dir = Path(tok_dir)
         if not self.tok_dir.is_dir():
             raise FileNotFoundError(f"HFTokenizer: {self.tok_dir} is not a directory")
+        if not any((self.tok_dir / name).is_file() for name in TOKENIZER_FILES):
+            # without them transformers may still build a tokenizer from config.json, one that encodes nothing
+            raise FileNotFoundError(
+                f"HFTokenizer: {self.tok_dir} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy the "
+                "LLM's tokenizer files there, or name their dir with llm.tokenizer"
+            )
         self.lowercase = lowercase  # lower-case text before encoding (label unit (a) for Qwen)
         self._tok = AutoTokenizer.from_pretrained(str(self.tok_dir), local_files_only=True, trust_remote_code=False)
         own = len(self._tok)  # tokens the tokenizer knows, added tokens included

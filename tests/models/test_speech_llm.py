@@ -242,3 +242,17 @@ def test_audio_longer_than_the_llm_has_positions_for_is_named(dirs) -> None:
     with pytest.raises(ValueError, match=r"utterance 'long-one': about 3\.\d s of audio gives 3\d speech vectors, "
                                          r"more than the LLM's 16 positions leave room for \(14"):
         encoder_output(model, long, torch.tensor([16000 * 3]), ["long-one"])
+
+
+def test_llm_dir_without_its_tokenizer_is_named(dirs, tmp_path, caplog) -> None:
+    import logging
+    import shutil
+
+    bare = tmp_path / "llm_without_tokenizer"
+    shutil.copytree(dirs["llm"], bare, ignore=shutil.ignore_patterns("*token*", "vocab*", "merges*", "text", "lower"))
+    (tmp_path / "train.yaml").write_text(TRAIN.format(llm=bare, interface="prefix"))
+    make_datadir(tmp_path / "data", 2, seed=0, min_duration=1.0, max_duration=2.0)
+    with caplog.at_level(logging.ERROR):
+        assert train.main(["--config", str(tmp_path / "train.yaml"), "--train-data", str(tmp_path / "data"),
+                           "--exp-dir", str(tmp_path / "exp")]) == 1
+    assert f"{bare} holds no tokenizer (none of tokenizer.json" in caplog.text and "llm.tokenizer" in caplog.text

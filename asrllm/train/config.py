@@ -33,6 +33,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # warmup_cosine: final LR = lr * min_lr_ratio
     div_factor: float = 25.0  # one_cycle: initial LR = lr / div_factor
     final_div_factor: float = 1e4  # one_cycle: final LR = initial LR / final_div_factor
+    # per parameter group: glob of parameter names -> LR multiplier, first match wins (e.g. a speech
+    # LLM's new projector faster than its pre-trained LLM: {"projector.*": 5.0, "llm.*": 0.5})
+    lr_scales: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be > 0", self.lr)
@@ -43,6 +46,8 @@ class OptimConfig:
         _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
         _check(self.total_steps is None or self.total_steps > 0, "optim.total_steps", "must be > 0", self.total_steps)
         _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must lie in [0, 1]", self.min_lr_ratio)
+        for pattern, scale in self.lr_scales.items():
+            _check(scale > 0, f"optim.lr_scales[{pattern!r}]", "must be > 0", scale)
         _check(self.div_factor > 0, "optim.div_factor", "must be > 0", self.div_factor)
         _check(self.final_div_factor > 0, "optim.final_div_factor", "must be > 0", self.final_div_factor)
 

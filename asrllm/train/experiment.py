@@ -180,6 +180,8 @@ def training_inputs(
         kept = {k: v for k, v in kept.items() if not k.startswith("config.init.")}
     elif config.init.include == ["*"]:  # the default: recorded as before the option existed
         kept = {k: v for k, v in kept.items() if not k.startswith("config.init.include")}
+    if not config.optim.lr_scales:  # likewise
+        kept.pop("config.optim.lr_scales", None)
     init = config.init.from_model
     return {
         **kept,

@@ -141,17 +141,33 @@ def planned_steps(cfg: TrainerConfig, loader: TrainLoader) -> int:
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; 1-D ones (biases, norm gains) get no weight decay
-    unless `cfg.decay_bias_and_norm`.
+    unless `cfg.decay_bias_and_norm`; a parameter whose name matches a glob of `cfg.lr_scales`
+    (first match) gets that multiple of the learning rate (the schedule scales every group alike).
+    A pattern that matches no trainable parameter is an error (a misspelt one would do nothing).
 
-    >>> opt = build_optimizer(torch.nn.Linear(3, 2), OptimConfig(weight_decay=0.1))
-    >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
-    [(1, 0.1), (1, 0.0)]
+    >>> opt = build_optimizer(torch.nn.Linear(3, 2), OptimConfig(weight_decay=0.1, lr_scales={"bias": 2.0}))
+    >>> [(len(g["params"]), g["weight_decay"], g["lr"]) for g in opt.param_groups]
+    [(1, 0.1, 0.001), (1, 0.0, 0.002)]
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in params if p.ndim >= 2 or cfg.decay_bias_and_norm]
-    plain = [p for p in params if not (p.ndim >= 2 or cfg.decay_bias_and_norm)]
-    groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    import fnmatch
+
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    used: set[str] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        pattern = next((pat for pat in cfg.lr_scales if fnmatch.fnmatchcase(name, pat)), None)
+        if pattern is not None:
+            used.add(pattern)
+        decay = cfg.weight_decay if (p.ndim >= 2 or cfg.decay_bias_and_norm) else 0.0
+        groups.setdefault((cfg.lr * cfg.lr_scales.get(pattern, 1.0), decay), []).append(p)
+    unused = [pat for pat in cfg.lr_scales if pat not in used]
+    if unused:
+        raise ValueError(f"optim.lr_scales: {unused} match no trainable parameter of the model")
+    # the base LR's groups first (the logged "lr" is group 0's), decayed before plain (as checkpoints expect)
+    order = sorted(groups, key=lambda k: (k[0] != cfg.lr, k[0], k[1] == 0.0))
+    return torch.optim.AdamW([{"params": groups[k], "lr": k[0], "weight_decay": k[1]} for k in order],
+                             lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
 class Trainer:

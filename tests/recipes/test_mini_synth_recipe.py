@@ -65,9 +65,11 @@ TINY_COMBINATION = (
     "--tune-args", "--lm-grid 0,0.5 --prior-grid 0,0.5 --refine-rounds 1",
 )
 
-# Speech-LLM stages 14-15 with the recipe's own configs (both interfaces), shrunk to the tiny AM's
-# encoder (which initialises theirs) and one epoch.
+# Speech-LLM stages 14-15 with the recipe's own configs (both interfaces, as local/speech_llm.sh runs
+# them), shrunk to the tiny AM's encoder (which initialises theirs) and one epoch; the probe set.
 TINY_SLLM = (
+    "--speech-llm-configs", "conf/speech_llm/sllm_tiny_prefix.yaml conf/speech_llm/sllm_tiny_merged.yaml",
+    "--speech-llm-extra-sets", "probe",
     "--speech-llm-args", "trainer.max_epochs=1 trainer.log_every_steps=1 trainer.progress_bar=false "
     "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
     "optim.warmup_steps=2 data.max_batch_seconds=30",
@@ -155,6 +157,11 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
             costs = json.loads((exp / f"decode_{dset}_beam4/metrics.json").read_text())["lm_costs"]["speech_llm"]
             assert costs["calls"] >= 2 and costs["tokens"] > 0
         assert f"| {sllm} | beam4 |" in results
+        probe = json.loads((exp / "decode_probe_greedy/metrics.json").read_text())
+        assert probe["num_utts"] == 30 and probe["dropped_empty_refs"] == 20  # noise only: out of WER
+        assert probe["hallucination"]["words_on_silence"] is not None
+    assert json.loads((am / "decode_probe_beam8/metrics.json").read_text())["num_utts"] == 30  # the AM on it too
+    assert (recipe / "data/probe/wav.scp").is_file() and len((recipe / "data/probe/text").read_text().splitlines()) == 50
 
     # A second run skips every finished stage: no output is rewritten.
     before = snapshot(recipe)

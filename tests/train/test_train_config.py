@@ -49,3 +49,26 @@ def test_overrides_are_validated() -> None:
 @pytest.mark.parametrize("module", [config, schedule, checkpoint, trainer])
 def test_doctests(module: object) -> None:
     assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
+
+
+def test_lr_scales_make_parameter_groups_and_a_misspelt_pattern_is_named() -> None:
+    import pytest
+    import torch
+
+    from asrllm.train.config import OptimConfig
+    from asrllm.train.schedule import build_scheduler
+    from asrllm.train.trainer import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    opt = build_optimizer(model, OptimConfig(lr=1e-3, lr_scales={"1.*": 10.0}, warmup_steps=0))
+    lrs = sorted({round(g["lr"], 6) for g in opt.param_groups})
+    assert lrs == [0.001, 0.01]
+    fast = {id(p) for g in opt.param_groups if round(g["lr"], 6) == 0.01 for p in g["params"]}
+    assert fast == {id(p) for p in model[1].parameters()}
+    sched = build_scheduler(opt, OptimConfig(lr=1e-3, lr_scales={"1.*": 10.0}, schedule="constant", warmup_steps=0), 10)
+    sched.step()
+    assert sorted(round(g["lr"], 6) for g in opt.param_groups) == [0.001, 0.001, 0.01, 0.01]  # the schedule keeps the ratio
+    with pytest.raises(ValueError, match=r"optim.lr_scales: \['encodr.\*'\] match no trainable parameter"):
+        build_optimizer(model, OptimConfig(lr_scales={"encodr.*": 2.0}))
+    with pytest.raises(ValueError, match=r"optim.lr_scales\['x'\] must be > 0"):
+        OptimConfig(lr_scales={"x": 0.0})

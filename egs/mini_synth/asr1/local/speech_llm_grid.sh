@@ -16,7 +16,7 @@ grid="conf/speech_llm/sllm_unit_unigram256.yaml conf/speech_llm/sllm_unit_char.y
       conf/speech_llm/sllm_init_random.yaml conf/speech_llm/sllm_init_transcripts.yaml
       conf/speech_llm/sllm_ds40.yaml conf/speech_llm/sllm_ds160.yaml conf/speech_llm/sllm_prompt_none.yaml"
 # the LLM of the "transcripts only" row: the tiny LLM's architecture trained on the transcriptions
-./asr.sh --stage 8 --stop-stage 8 --lm-configs conf/lm/tiny_llm_transcripts.yaml "$@"
+./run.sh --stage 8 --stop-stage 8 --lm-configs conf/lm/tiny_llm_transcripts.yaml "$@"
 python -m asrllm.bin.export_llm --model-dir exp/tiny_llm_transcripts --out-dir exp/tiny_llm_transcripts/llm
-./asr.sh --stage 14 --stop-stage 15 --speech-llm-configs "$(echo $grid)" \
-  --speech-llm-decode-config conf/decode_speech_llm.yaml --speech-llm-extra-sets probe "$@"
+./run.sh --stage 14 --stop-stage 15 --speech-llm-configs "$(echo $grid)" \
+  --speech-llm-extra-sets probe "$@"

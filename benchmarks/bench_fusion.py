@@ -4,7 +4,7 @@
         [--smollm2 exp/smollm2_135m_lora --smollm2-utts 60] [--out /tmp/bench_fusion.md]
 
 Needs the demo's stages 1-13 (AM, LMs, prior, tuned scales in exp/train_ctc_small/tune/) and, for
-the SmolLM2 rows, stage 14 (exp/smollm2_135m_lora). The AM's log-probs of the set are computed
+the SmolLM2 rows, stage 16 (exp/smollm2_135m_lora). The AM's log-probs of the set are computed
 once; every variant then runs the same batched search on them (1 torch thread), so the columns
 compare search cost alone: search seconds, RTFx of the search (audio s / search s), LLM forward
 calls an utterance took part in and tokens fed per utterance (`LMCallStats`), and WER.
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--max-utts", type=int, default=300)
     parser.add_argument("--tuned", default="exp/train_ctc_small/tune/own_unigram256/decode_fusion.yaml",
                         help="the tuned fusion config of stage 12 (relative to --recipe)")
-    parser.add_argument("--smollm2", default=None, help="LM exp dir of stage 14 (relative to --recipe), e.g. exp/smollm2_135m_lora")
+    parser.add_argument("--smollm2", default=None, help="LM exp dir of stage 16 (relative to --recipe), e.g. exp/smollm2_135m_lora")
     parser.add_argument("--smollm2-utts", type=int, default=60)
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
     args = parser.parse_args()

@@ -155,7 +155,7 @@ def test_all_stages_run_and_leave_results(recipe: Path) -> None:
                 metrics = json.loads((exp / f"decode_{dset}_{method}/metrics.json").read_text())
                 assert metrics["num_utts"] == 6 and set(metrics["hallucination"]) >= {"over_long", "loops", "empty"}
             costs = json.loads((exp / f"decode_{dset}_beam4/metrics.json").read_text())["lm_costs"]["speech_llm"]
-            assert costs["calls"] >= 2 and costs["tokens"] > 0
+            assert costs["calls"] >= 1 and costs["tokens"] > 0  # the prefill at least
         assert f"| {sllm} | beam4 |" in results
         probe = json.loads((exp / "decode_probe_greedy/metrics.json").read_text())
         assert probe["num_utts"] == 30 and probe["dropped_empty_refs"] == 20  # noise only: out of WER

@@ -30,7 +30,7 @@ def test_unknown_search_method_names_file_key_value_and_known(tmp_path: Path, ca
     with caplog.at_level(logging.ERROR):
         assert decode.main(["--config", str(config), "--model-dir", str(tmp_path), "--data", str(tmp_path)]) == 1
     assert _errors(caplog) == [
-        f"{config}: DecodeConfig.methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync']"
+        f"{config}: DecodeConfig.methods.greedy.method: 'ctc_greedyy' is not one of ['ctc_greedy', 'ctc_time_sync', 'label_sync']"
     ]
 
 

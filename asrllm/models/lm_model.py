@@ -92,9 +92,7 @@ class LMModel(nn.Module):
         (asrllm.train.checkpoint.checkpoint_state_dict); the source must stay where the config says.
         A model built from `llm.arch` starts from random weights: everything is stored.
         """
-        if self.cfg.llm.arch is not None:
-            return set()
-        return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        return self.llm.frozen_pretrained_weights("llm.")
 
     def forward(self, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """-> (summed NLL of every predicted token, number of predicted tokens, {"acc": top-1 accuracy})."""

@@ -174,9 +174,7 @@ class SpeechLLM(nn.Module):
         """State-dict names of the pre-trained LLM's frozen weights: `llm.source` / `llm.gguf` rebuild
         them, so checkpoints leave them out (as for LMs). Frozen encoder weights are stored: they come
         from another model (`init.from_model`), not from this config."""
-        if self.cfg.llm.arch is not None:
-            return set()
-        return {f"llm.{name}" for name, p in self.llm.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        return self.llm.frozen_pretrained_weights("llm.")
 
     @property
     def context_tokens(self) -> int:

@@ -124,6 +124,15 @@ class CausalLM(nn.Module):
         """The parameter dtype (inputs given as vectors must have it)."""
         return self._dtype
 
+    def frozen_pretrained_weights(self, prefix: str = "") -> set[str]:
+        """State-dict names (after `prefix`) of the frozen weights of a pre-trained LLM (LoRA's base,
+        frozen embeddings, a frozen LLM): `cfg.source` / `cfg.gguf` reload them as they were, so the
+        checkpoints of a model holding this LLM leave them out. An `arch` model starts from random
+        weights: none."""
+        if self.cfg.arch is not None:
+            return set()
+        return {prefix + name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
     @property
     def hf_model(self) -> nn.Module:
         """The wrapped HF/PEFT model (tests, export); prefer the CausalLM methods."""

@@ -15,13 +15,16 @@ best point (asrllm.search.tuning), and writes to `--out-dir`:
   prior_scale is 0 or unset stays without a prior and gets the λ tuned without one): first-pass decoding and
   rescoring of dev and test reuse them (the paper: "tuned on dev N-best, reused for first-pass
   search"). Tuning several LMs chains: the next tuning's templates are the previous outputs.
-Re-runs follow asrllm.provenance (`tuning.json` is the record).
+Re-runs follow asrllm.provenance (`tuning.json` is the record of the search, whose inputs are the
+N-best lists, references and grid, not the templates: a re-run with other or more templates writes
+their copies with the recorded scales, without searching again).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import re
 import sys
@@ -33,7 +36,7 @@ from asrllm.config import ConfigError, atomic_write_text, load_yaml
 from asrllm.data.datadir import read_datadir
 from asrllm.eval.decode_dir import merge_parts, nbest_digests
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
-from asrllm.provenance import datadir_digest, decide, file_digest, write_record
+from asrllm.provenance import datadir_digest, decide, write_record
 from asrllm.search.hyps import group_by_utterance
 from asrllm.search.tuning import plot_grid, tune_scales
 
@@ -95,41 +98,44 @@ def main(argv: list[str] | None = None) -> int:
     record = args.out_dir / "tuning.json"
     try:
         lm_grid, prior_grid = _grid(args.lm_grid, "--lm-grid"), _grid(args.prior_grid, "--prior-grid")
-        inputs = {
-            **nbest_digests(args.nbest_dir),
-            "data": datadir_digest(args.data), "lm": args.lm,
-            **{f"template.{t.name}": file_digest(t) for t in args.template},
-            "lm_grid": lm_grid, "prior_grid": prior_grid, "refine_rounds": args.refine_rounds,
-            "normalizer": args.normalizer,
-        }
-        if not decide(record, inputs, args.force, f"scale tuning {args.out_dir}"):
-            log.info("%s: tuned already from the same inputs; skipping", args.out_dir)
-            return 0
-        _, _, entries = merge_parts(args.nbest_dir)
-        refs = {u.id: u.text for u in read_datadir(args.data)}
-        nbest = group_by_utterance(entries)
-        result = tune_scales(nbest, refs, args.lm, lm_grid, prior_grid, args.refine_rounds, args.normalizer)
-        no_prior = tune_scales(nbest, refs, args.lm, lm_grid, [0.0], args.refine_rounds, args.normalizer)
         names = [t.name for t in args.template]
         if len(set(names)) != len(names):
             raise ValueError(f"--template: file names must differ (they name the outputs): {names}")
-        configs = {t.name: tuned_config(load_yaml(t), args.lm, (result.lm_scale, result.prior_scale),
-                                        no_prior.lm_scale, str(t))
-                   for t in args.template}
+        templates = {t.name: load_yaml(t) for t in args.template}
+        # the search depends on the N-best lists and the grid, not on the templates: a new template
+        # (e.g. more fusion methods) gets the recorded scales without tuning again
+        inputs = {
+            **nbest_digests(args.nbest_dir),
+            "data": datadir_digest(args.data), "lm": args.lm,
+            "lm_grid": lm_grid, "prior_grid": prior_grid, "refine_rounds": args.refine_rounds,
+            "normalizer": args.normalizer,
+        }
+        if decide(record, inputs, args.force, f"scale tuning {args.out_dir}"):
+            _, _, entries = merge_parts(args.nbest_dir)
+            refs = {u.id: u.text for u in read_datadir(args.data)}
+            nbest = group_by_utterance(entries)
+            result = tune_scales(nbest, refs, args.lm, lm_grid, prior_grid, args.refine_rounds, args.normalizer)
+            no_prior = tune_scales(nbest, refs, args.lm, lm_grid, [0.0], args.refine_rounds, args.normalizer)
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            plot_grid(result, args.lm, args.out_dir / "grid.png")
+            write_record(record, inputs, **dataclasses.asdict(result), without_prior=dataclasses.asdict(no_prior))
+            log.info("%s: %s=%g prior_scale=%g: dev WER %.2f %% (as ranked %.2f %%, %d points)", args.out_dir,
+                     args.lm, result.lm_scale, result.prior_scale, result.wer, result.baseline_wer, len(result.grid))
+        else:
+            log.info("%s: tuned already from the same inputs; writing the templates' copies", args.out_dir)
+        tuned = json.loads(record.read_text(encoding="utf-8"))
+        configs = {name: tuned_config(cfg, args.lm, (tuned["lm_scale"], tuned["prior_scale"]),
+                                      tuned["without_prior"]["lm_scale"], str(t))
+                   for (name, cfg), t in zip(templates.items(), args.template)}
     except (ConfigError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     for template in args.template:
-        header = (f"# Scales tuned on {args.nbest_dir} ({result.num_utts} utts) by asrllm.bin.tune_scales: "
-                  f"{args.lm}={result.lm_scale:g}, prior_scale={result.prior_scale:g}, dev WER {result.wer:.2f} % "
-                  f"(without prior: {args.lm}={no_prior.lm_scale:g}, {no_prior.wer:.2f} %; as ranked "
-                  f"{result.baseline_wer:.2f} %). Template: {template}\n")
+        header = (f"# Scales tuned on {args.nbest_dir} ({tuned['num_utts']} utts) by asrllm.bin.tune_scales: "
+                  f"{args.lm}={tuned['lm_scale']:g}, prior_scale={tuned['prior_scale']:g}, dev WER {tuned['wer']:.2f} % "
+                  f"(without prior: {args.lm}={tuned['without_prior']['lm_scale']:g}, "
+                  f"{tuned['without_prior']['wer']:.2f} %; as ranked {tuned['baseline_wer']:.2f} %). Template: {template}\n")
         atomic_write_text(args.out_dir / template.name, header + yaml.safe_dump(configs[template.name], sort_keys=False))
-    plot_grid(result, args.lm, args.out_dir / "grid.png")
-    write_record(record, inputs, **dataclasses.asdict(result), without_prior=dataclasses.asdict(no_prior))
-    log.info("%s: %s=%g prior_scale=%g: dev WER %.2f %% (as ranked %.2f %%, %d points)", args.out_dir, args.lm,
-             result.lm_scale, result.prior_scale, result.wer, result.baseline_wer, len(result.grid))
     return 0
 
 

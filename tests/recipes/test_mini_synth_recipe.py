@@ -65,11 +65,12 @@ TINY_COMBINATION = (
     "--tune-args", "--lm-grid 0,0.5 --prior-grid 0,0.5 --refine-rounds 1",
 )
 
-# Speech-LLM stages 14-15 with the recipe's own configs (both interfaces, as local/speech_llm.sh runs
-# them), shrunk to the tiny AM's encoder (which initialises theirs) and one epoch; the probe set.
+# Speech-LLM stages 14-15 with the recipe's own configs (both interfaces, as run.sh runs them), shrunk
+# to the tiny AM's encoder (which initialises theirs) and one epoch; the probe set; the grid's decode
+# config (the demo's methods and beam search with and without length normalisation).
 TINY_SLLM = (
     "--speech-llm-configs", "conf/speech_llm/sllm_tiny_prefix.yaml conf/speech_llm/sllm_tiny_merged.yaml",
-    "--speech-llm-extra-sets", "probe",
+    "--speech-llm-extra-sets", "probe", "--speech-llm-decode-config", "conf/decode_speech_llm_grid.yaml",
     "--speech-llm-args", "trainer.max_epochs=1 trainer.log_every_steps=1 trainer.progress_bar=false "
     "model.encoder.num_layers=2 model.encoder.d_model=32 model.encoder.num_heads=2 model.encoder.ff_dim=64 "
     "optim.warmup_steps=2 data.max_batch_seconds=30",
@@ -262,6 +263,21 @@ def test_lm_configs_resolve(config: Path) -> None:
     """Every LM config of the recipe (also those the tiny run leaves out, e.g. stage 16's) is valid."""
     exp = resolve_config(config, [], None)
     assert exp.config.model_kind == "lm" and exp.model.llm is not None
+
+
+def test_on_request_fusion_sweep_uses_the_demo_tuning() -> None:
+    """local/fusion_schedules.sh's config loads, none of its methods is also in the demo's, and each
+    weights only LMs that run.sh tunes (their scales come from the demo's stage 12)."""
+    from asrllm.bin.decode import DecodeConfig
+    from asrllm.config import load_config
+
+    recipe = REPO / "egs/mini_synth/asr1"
+    extra = load_config(DecodeConfig, recipe / "conf/decode_fusion_schedules.yaml", {})
+    demo = load_config(DecodeConfig, recipe / "conf/decode_fusion.yaml", {})
+    assert "--fusion-config conf/decode_fusion_schedules.yaml" in (recipe / "local/fusion_schedules.sh").read_text()
+    assert extra.methods and not set(extra.methods) & set(demo.methods)
+    tuned = (recipe / "run.sh").read_text().split('--tune-lms "')[1].split('"')[0].split()
+    assert {lm for m in extra.methods.values() for lm in m.fusion.weights} <= set(tuned) <= set(extra.lms)
 
 
 @pytest.mark.parametrize(("script", "rescore_conf", "fusion_conf"), [

@@ -146,6 +146,15 @@ def test_decode_rescore_score_tune_decode(setup: Path, caplog: pytest.LogCapture
     assert result["wer"] == pytest.approx(100 * score_corpus(refs, {u[0].utt_id: u[0].text for u in ranked}).wer)
     assert decode.main(["--config", str(out / "template.yaml"), "--model-dir", str(setup / "exp"), *data]) == 0
 
+    # one more template (e.g. the on-request fusion methods): its copy gets the recorded scales, no new search
+    (setup / "more.yaml").write_text((setup / "template.yaml").read_text())
+    (out / "grid.png").unlink()
+    caplog.clear()
+    assert tune_scales.main([*argv, "--template", str(setup / "more.yaml")]) == 0
+    assert "tuned already from the same inputs" in caplog.text and not (out / "grid.png").exists()
+    assert json.loads((out / "tuning.json").read_text()) == result
+    assert (out / "more.yaml").read_text().split("\n", 1)[1] == (out / "template.yaml").read_text().split("\n", 1)[1]
+
 
 def test_nbest_lists_of_another_model_are_refused(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = ["--data", str(setup / "data/dev")]

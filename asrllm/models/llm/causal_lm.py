@@ -272,6 +272,8 @@ class CausalLM(nn.Module):
 
     def select_state(self, state: LMState, src: Tensor) -> LMState:
         """Hypothesis n of the result continues hypothesis src[n] (N',): reorder, drop, duplicate."""
+        if src.shape[0] == state.mask.shape[0] and bool((src == torch.arange(src.shape[0], device=src.device)).all()):
+            return state  # each hypothesis continues itself (greedy search): no copy of the cache
         return self._compact(state.select(src))
 
     def _append(

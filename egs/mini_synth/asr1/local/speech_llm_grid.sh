@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On request, after ./run.sh: the speech-LLM ablation grid (PAPER.md §2 items 1-7, issue 9), one
 # axis at a time from conf/speech_llm/sllm_interface_prefix.yaml (the demo's speech LLM trained for
-# longer; stages 14-15 of asr.sh, every row on the probe set too; ~8 min per row on 2 CPU cores):
+# longer; stages 14-15 of asr.sh, every row on the probe set too; ~20 min per row on 2 CPU cores):
 #   label units   own BPE (base) | unigram256 | characters      sllm_unit_*.yaml
 #   fine-tuning   full (base) | LoRA | LLM frozen                sllm_ft_*.yaml
 #   pre-training  pre-trained (base) | random | transcripts only sllm_init_*.yaml

@@ -46,11 +46,11 @@ DEFAULT_LM_GRID = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.5"
 DEFAULT_PRIOR_GRID = "0,0.2,0.4,0.6,0.8"
 
 
-def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_only: float, where: str) -> dict:
+def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_only: float, where: str) -> tuple[dict, int]:
     """`template` (decode: methods.*.fusion; rescoring: methods.*) with every method that weights `lm`
     set to the tuned scales: with_prior = (λ, prior scale) where the template's prior_scale is > 0,
-    else λ = lm_only tuned without a prior (the "without prior" ablation stays without one).
-    `where` names the template in errors."""
+    else λ = lm_only tuned without a prior (the "without prior" ablation stays without one); and the
+    number of such methods. `where` names the template in errors."""
     methods = template.get("methods")
     if not isinstance(methods, dict):
         raise ConfigError(f"{where}: no methods")
@@ -68,9 +68,7 @@ def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_on
                 method["fusion"] = target
             hits += 1
         out["methods"][name] = method
-    if not hits:
-        raise ConfigError(f"{where}: no method weights LM {lm!r}")
-    return out
+    return out, hits
 
 
 def _grid(text: str, option: str) -> list[float]:
@@ -102,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(set(names)) != len(names):
             raise ValueError(f"--template: file names must differ (they name the outputs): {names}")
         templates = {t.name: load_yaml(t) for t in args.template}
+        # each template may leave this LM out (e.g. fusion methods only for some LMs), not all of them
+        if not sum(tuned_config(cfg, args.lm, (0.0, 0.0), 0.0, str(t))[1] for cfg, t in zip(templates.values(), args.template)):
+            raise ConfigError(f"--template {', '.join(map(str, args.template))}: no method weights LM {args.lm!r}")
         # the search depends on the N-best lists and the grid, not on the templates: a new template
         # (e.g. more fusion methods) gets the recorded scales without tuning again
         inputs = {
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s: tuned already from the same inputs; writing the templates' copies", args.out_dir)
         tuned = json.loads(record.read_text(encoding="utf-8"))
         configs = {name: tuned_config(cfg, args.lm, (tuned["lm_scale"], tuned["prior_scale"]),
-                                      tuned["without_prior"]["lm_scale"], str(t))
+                                      tuned["without_prior"]["lm_scale"], str(t))[0]
                    for (name, cfg), t in zip(templates.items(), args.template)}
     except (ConfigError, ValueError, OSError) as e:
         log.error("%s", e)

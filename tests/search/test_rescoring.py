@@ -154,6 +154,15 @@ def test_decode_rescore_score_tune_decode(setup: Path, caplog: pytest.LogCapture
     assert "tuned already from the same inputs" in caplog.text and not (out / "grid.png").exists()
     assert json.loads((out / "tuning.json").read_text()) == result
     assert (out / "more.yaml").read_text().split("\n", 1)[1] == (out / "template.yaml").read_text().split("\n", 1)[1]
+    # a template without a method for this LM is copied as it is; only when no template has one is it an error
+    (setup / "other.yaml").write_text("methods:\n  plain: {beam: 4}\n")
+    assert tune_scales.main([*argv, "--template", str(setup / "other.yaml")]) == 0
+    assert load_config(DecodeConfig, out / "other.yaml", {}).methods["plain"].beam == 4
+    caplog.clear()
+    alone = ["--nbest-dir", str(setup / "exp/decode_dev_resc"), *data, "--lm", "lm", "--out-dir", str(out),
+             "--lm-grid", "0 0.5 1", "--prior-grid", "0 0.5", "--template", str(setup / "other.yaml")]
+    assert tune_scales.main(alone) == 1
+    assert "no method weights LM 'lm'" in caplog.text
 
 
 def test_nbest_lists_of_another_model_are_refused(setup: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -18,6 +18,12 @@ _PART = re.compile(r"^(\d+)-of-(\d+)\.info\.json$")
 MERGED_OUTPUTS = ("hyp.txt", "nbest.jsonl", "ref.txt", "per_utt.txt", "result.txt", "metrics.json")  # score.py writes these
 
 
+def one_line(text: str) -> str:
+    """A hypothesis as one line of a Kaldi `id text` file: whitespace runs (an LLM's newline or tab
+    tokens among them) become one space."""
+    return " ".join(text.split())
+
+
 def nbest_digests(decode_dir: Path) -> dict[str, str]:
     """The content digests of a decode dir's N-best parts, as stage inputs (`nbest.<part file>`)."""
     return {f"nbest.{p.name}": file_digest(p) for p in sorted((decode_dir / "parts").glob("*.nbest.jsonl"))}

@@ -197,7 +197,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
                 raise ValueError(f"methods.{name}: method {scfg.method!r} is a CTC search, but this "
                                  f"{type(model).__name__} has no CTC head (set model.aux_ctc_weight > 0 to train one)")
             searches[name] = build_search(scfg, blank_id=blank_id if blank_id is not None else -1,
-                                          detokenize=lambda ids: one_line(tokenizer.decode(ids)), log_prior=log_prior, scorers=scorers,
+                                          detokenize=lambda ids: one_line(tokenizer.decode(ids)),
+                                          log_prior=log_prior, scorers=scorers,
                                           vocab_size=tokenizer.vocab_size, am_tokenizer=tokenizer,
                                           model_scorers=model_scorers, eos_id=eos_id)
         utts = job_slice(read_datadir(args.data), args.num_jobs, args.job)

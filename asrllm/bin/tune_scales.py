@@ -46,19 +46,15 @@ DEFAULT_LM_GRID = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.5"
 DEFAULT_PRIOR_GRID = "0,0.2,0.4,0.6,0.8"
 
 
-def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_only: float, where: str) -> tuple[dict, int]:
+def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_only: float, where: str) -> dict:
     """`template` (decode: methods.*.fusion; rescoring: methods.*) with every method that weights `lm`
     set to the tuned scales: with_prior = (λ, prior scale) where the template's prior_scale is > 0,
-    else λ = lm_only tuned without a prior (the "without prior" ablation stays without one); and the
-    number of such methods. `where` names the template in errors."""
-    methods = template.get("methods")
-    if not isinstance(methods, dict):
-        raise ConfigError(f"{where}: no methods")
+    else λ = lm_only tuned without a prior (the "without prior" ablation stays without one).
+    `where` names the template in errors."""
     out = {**template, "methods": {}}
-    hits = 0
-    for name, method in methods.items():
+    for name, method in _methods(template, where).items():
         method = dict(method or {})
-        target = dict(method.get("fusion") or {}) if "fusion" in method else method  # decode | rescoring config
+        target = _scales(method)
         if lm in (target.get("weights") or {}):
             if float(target.get("prior_scale") or 0.0) > 0:
                 target.update(weights={**target["weights"], lm: with_prior[0]}, prior_scale=with_prior[1])
@@ -66,9 +62,26 @@ def tuned_config(template: dict, lm: str, with_prior: tuple[float, float], lm_on
                 target.update(weights={**target["weights"], lm: lm_only})
             if "fusion" in method:
                 method["fusion"] = target
-            hits += 1
         out["methods"][name] = method
-    return out, hits
+    return out
+
+
+def uses_lm(template: dict, lm: str, where: str) -> bool:
+    """Whether a method of `template` weights `lm` (and so gets tuned scales)."""
+    return any(lm in (_scales(dict(m or {})).get("weights") or {}) for m in _methods(template, where).values())
+
+
+def _methods(template: dict, where: str) -> dict:
+    methods = template.get("methods")
+    if not isinstance(methods, dict):
+        raise ConfigError(f"{where}: no methods")
+    return methods
+
+
+def _scales(method: dict) -> dict:
+    """The dict with a method's LM weights and prior scale: a copy of its `fusion` (decode), or the
+    method itself (rescoring)."""
+    return dict(method.get("fusion") or {}) if "fusion" in method else method
 
 
 def _grid(text: str, option: str) -> list[float]:
@@ -99,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [t.name for t in args.template]
         if len(set(names)) != len(names):
             raise ValueError(f"--template: file names must differ (they name the outputs): {names}")
-        templates = {t.name: load_yaml(t) for t in args.template}
+        templates = [(t, load_yaml(t)) for t in args.template]
         # each template may leave this LM out (e.g. fusion methods only for some LMs), not all of them
-        if not sum(tuned_config(cfg, args.lm, (0.0, 0.0), 0.0, str(t))[1] for cfg, t in zip(templates.values(), args.template)):
+        if not any(uses_lm(cfg, args.lm, str(t)) for t, cfg in templates):
             raise ConfigError(f"--template {', '.join(map(str, args.template))}: no method weights LM {args.lm!r}")
         # the search depends on the N-best lists and the grid, not on the templates: a new template
         # (e.g. more fusion methods) gets the recorded scales without tuning again
@@ -125,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.info("%s: tuned already from the same inputs; writing the templates' copies", args.out_dir)
         tuned = json.loads(record.read_text(encoding="utf-8"))
-        configs = {name: tuned_config(cfg, args.lm, (tuned["lm_scale"], tuned["prior_scale"]),
-                                      tuned["without_prior"]["lm_scale"], str(t))[0]
-                   for (name, cfg), t in zip(templates.items(), args.template)}
+        configs = {t.name: tuned_config(cfg, args.lm, (tuned["lm_scale"], tuned["prior_scale"]),
+                                        tuned["without_prior"]["lm_scale"], str(t))
+                   for t, cfg in templates}
     except (ConfigError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1

@@ -195,13 +195,10 @@ def test_describe_search_in_brief() -> None:
     assert describe_search(rescoring) == "rescoring 16-best: lm 0.5, prior 0.3"
 
 
-def test_a_hypothesis_with_newline_tokens_stays_one_kaldi_line(tmp_path: Path) -> None:
+def test_a_hypothesis_with_newline_tokens_stays_one_kaldi_line() -> None:
     """An LLM can emit newline or tab tokens; the decode CLI writes each hypothesis on one line, so
     that the merged hyp.txt has exactly one entry per utterance (it once had an entry with id '')."""
     from asrllm.eval.decode_dir import one_line
 
-    text = one_line(" hello\nworld\t again \n")
-    assert text == "hello world again"
-    hyp = tmp_path / "hyp.txt"
-    hyp.write_text(f"u1 {text}\nu2 {one_line(chr(10))}\n")
-    assert [line.partition(" ")[0] for line in hyp.read_text().splitlines()] == ["u1", "u2"]
+    assert one_line(" hello\nworld\t again \n") == "hello world again"
+    assert one_line("\n") == ""

@@ -115,11 +115,12 @@ class LabelSyncSearch:
         num_done = torch.zeros(B, dtype=torch.long, device=dev)
 
         for _ in range(cap + 1):
-            cand, cand_scores, new_states = self._score(tokens, lengths, states, weights)  # (N, S), (N, S, F)
+            cand, cand_scores, new_states = self._score(tokens, lengths, states, weights)  # (N, S), F × (N, S)
             n, S = cand.shape
-            step = total[:, None] + cand_scores @ weights  # (N, S)
+            step = total[:, None] + self._weighted(cand_scores)  # (N, S)
             ending = lengths >= max_len[utt]  # (N,) at the maximum length: EOS only
-            step = step.masked_fill(ending[:, None] & (cand != self.eos_id), -math.inf)
+            if bool(ending.any()):
+                step = step.masked_fill(ending[:, None] & (cand != self.eos_id), -math.inf)
             Ba = n // K
             top, idx = step.view(Ba, K * S).topk(K, dim=1)  # (Bₐ, K) best candidates per utterance
             src = (idx // S + torch.arange(Ba, device=dev)[:, None] * K).view(-1)  # (N,) parent hypothesis
@@ -129,7 +130,7 @@ class LabelSyncSearch:
             alive = top > -math.inf
             ends = alive & (label == self.eos_id)
             runs = alive & ~ends
-            new_scores = scores[src] + cand_scores[src, col]  # (N, F)
+            new_scores = scores[src] + torch.stack([s[src, col] for s in cand_scores], dim=1)  # (N, F)
             tokens, lengths = tokens[src], lengths[src]
             if bool(ends.any()):
                 rows = ends.nonzero().squeeze(1)
@@ -158,8 +159,10 @@ class LabelSyncSearch:
 
     def _score(
         self, tokens: Tensor, lengths: Tensor, states: dict[str, BatchedState | None], weights: Tensor
-    ) -> tuple[Tensor, Tensor, dict[str, BatchedState | None]]:
-        """Candidates (N, S) and their unweighted scores (N, S, F) per scorer, and the scorers' new states."""
+    ) -> tuple[Tensor, list[Tensor], dict[str, BatchedState | None]]:
+        """Candidates (N, S), their unweighted float64 scores (N, S) per scorer (in `names` order), and
+        the scorers' new states. One (N, S) tensor per scorer, never an (N, S, F) stack: with V = 49k
+        labels the search's own full-vocabulary passes cost as much as a small LLM's step."""
         new_states: dict[str, BatchedState | None] = {}
         full: dict[str, Tensor] = {}
         for name in self.full:
@@ -177,7 +180,15 @@ class LabelSyncSearch:
             assert isinstance(scorer, PartialScorer)
             logp, new_states[name] = scorer.score_partial(tokens, lengths, cand, states[name])  # (N, S)
             picked[name] = logp.double()
-        return cand, torch.stack([picked[name] for name in self.names], dim=2), new_states
+        return cand, [picked[name] for name in self.names], new_states
+
+    def _weighted(self, scores: list[Tensor]) -> Tensor:
+        """(N, S) Σ_f w_f · scores_f, without a multiply for weight 1 (the lone main model)."""
+        total = None
+        for w, s in zip(self.weights.tolist(), scores):
+            term = s if w == 1.0 else w * s
+            total = term if total is None else total + term
+        return total
 
     def _rank_score(self, total: Tensor, lengths: Tensor) -> Tensor:
         """Final ranking score of finished hypotheses: total / (labels + 1)^length_norm."""

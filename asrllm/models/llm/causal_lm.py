@@ -261,8 +261,11 @@ class CausalLM(nn.Module):
         if tokens.shape[1] == 0:
             return torch.zeros(tokens.shape[0], 0, self.vocab_size, device=tokens.device), state
         hidden, new = self._append(lengths, state, ids=tokens)
+        logp = self._head(hidden)  # (N, k, V)
+        if bool((lengths == tokens.shape[1]).all()):  # every input real (a search step): no (N, k, V) pass
+            return logp, new
         real = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]  # (N, k)
-        return self._head(hidden).masked_fill(~real[..., None], 0.0), new
+        return logp.masked_fill(~real[..., None], 0.0), new
 
     def next_log_probs(self, state: LMState, rows: Tensor | None = None) -> Tensor:
         """(N, V) float32 distribution of the next token of each hypothesis (or of hypotheses `rows`)."""

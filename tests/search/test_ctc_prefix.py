@@ -1,0 +1,191 @@
+"""The CTC prefix scorer against independent references: brute-force sums over every alignment of a
+tiny input, torch's CTC loss, per-utterance runs of a batch, and the joint label-synchronous search
+(speech LLM + CTC) against exhaustive enumeration of the combined objective."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asrllm.search.ctc_prefix import CTCPrefixScorer
+from asrllm.search.label_sync import LabelSyncSearch
+from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+from asrllm.search.scorer import EncoderOutput
+from asrllm.testing.dummies import dummy_batch
+from tests.search.test_label_sync import char_dir, make_model  # noqa: F401 (char_dir is a fixture)
+
+V, BLANK, EOS = 3, 3, 2  # labels 0, 1 and EOS 2 (an LLM-like vocabulary); CTC column 3 is blank
+
+
+def random_log_probs(b, t, seed, columns=V + 1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, t, columns, generator=g, dtype=torch.float64) * 2).log_softmax(-1)
+
+
+def collapse(path):
+    out, prev = [], None
+    for s in path:
+        if s != prev and s != BLANK:
+            out.append(s)
+        prev = s
+    return out
+
+
+def brute_force(log_probs):
+    """{labels: p(labels)} over every alignment of a (T, V') input (T small)."""
+    probs = {}
+    for path in itertools.product(range(log_probs.shape[1]), repeat=log_probs.shape[0]):
+        p = math.exp(sum(float(log_probs[t, s]) for t, s in enumerate(path)))
+        key = tuple(collapse(path))
+        probs[key] = probs.get(key, 0.0) + p
+    return probs
+
+
+def psi(probs, prefix):
+    return sum(p for labels, p in probs.items() if labels[: len(prefix)] == tuple(prefix))
+
+
+def log(p):
+    return math.log(p) if p > 0 else -math.inf
+
+
+def walk(scorer, state, prefix):
+    """The state after feeding `prefix` label by label (candidates: every label), as a search does."""
+    for i, label in enumerate(prefix):
+        tokens = torch.tensor([prefix[:i] + [0] * (len(prefix) - i)])
+        _, state = scorer.score_partial(tokens, torch.tensor([i]), torch.arange(V)[None], state)
+        state = scorer.select_state(state, torch.tensor([0]), torch.tensor([label]))
+    return state
+
+
+def test_prefix_scores_equal_brute_force_sums_over_alignments():
+    log_probs = random_log_probs(1, 5, seed=0)
+    probs = brute_force(log_probs[0])
+    assert sum(probs.values()) == pytest.approx(1.0)
+    scorer = CTCPrefixScorer(V, BLANK, EOS)
+    enc = EncoderOutput(lens=torch.tensor([5]), ctc_log_probs=log_probs)
+    for prefix in ([], [0], [1], [0, 0], [0, 1, 0], [1, 1, 1]):
+        state = walk(scorer, scorer.init_state(1, 1, enc), prefix)
+        tokens = torch.tensor([prefix + [0]])
+        logp, _ = scorer.score_partial(tokens, torch.tensor([len(prefix)]), torch.arange(V)[None], state)
+        base = psi(probs, prefix)
+        assert math.exp(float(state.log_psi[0])) == pytest.approx(base, rel=1e-9)
+        for c in (0, 1):  # ψ(g·c) / ψ(g); [1, 1, 1, 1] does not fit into 5 frames
+            assert float(logp[0, c]) == pytest.approx(log(psi(probs, prefix + [c]) / base), abs=1e-9)
+        assert float(logp[0, EOS]) == pytest.approx(log(probs.get(tuple(prefix), 0.0) / base), abs=1e-9)
+
+
+def test_a_whole_hypothesis_collects_the_ctc_loss_batched_and_per_utterance():
+    lens = torch.tensor([30, 17, 9])
+    log_probs = random_log_probs(3, 30, seed=1)
+    targets = [[0, 1, 1, 0, 1], [1, 0, 0], [0, 1]]
+    scorer = CTCPrefixScorer(V, BLANK, EOS)
+
+    def total(rows):
+        enc = EncoderOutput(lens=lens[rows], ctc_log_probs=log_probs[rows])
+        n = len(rows)
+        state, out = scorer.init_state(n, 1, enc), torch.zeros(n, dtype=torch.float64)
+        width = max(len(targets[r]) for r in rows)
+        tokens = torch.tensor([targets[r] + [0] * (width - len(targets[r])) for r in rows])
+        for i in range(width + 1):
+            here = torch.tensor([min(i, len(targets[r])) for r in rows])
+            nxt = torch.tensor([targets[r][i] if i < len(targets[r]) else EOS for r in rows])
+            cand = torch.stack([nxt, (nxt + 1) % V], dim=1)  # the true next label and a distractor
+            logp, state = scorer.score_partial(tokens, here, cand, state)
+            ends = torch.tensor([i == len(targets[r]) for r in rows])
+            out += torch.where(torch.tensor([i <= len(targets[r]) for r in rows]), logp[:, 0], 0.0)
+            state = scorer.select_state(state, torch.arange(n), torch.where(ends, -1, nxt))
+        return out
+
+    ref = torch.stack([-F.ctc_loss(log_probs[b, : lens[b], None].double(), torch.tensor([targets[b]]), lens[b : b + 1],
+                                   torch.tensor([len(targets[b])]), blank=BLANK, reduction="sum") for b in range(3)])
+    batched = total([0, 1, 2])
+    assert batched.tolist() == pytest.approx(ref.tolist(), abs=1e-8)
+    for b in range(3):
+        assert float(total([b])[0]) == pytest.approx(float(batched[b]), abs=1e-10)
+
+
+def test_final_score_and_repeats_need_a_blank():
+    log_probs = random_log_probs(1, 2, seed=2)
+    scorer = CTCPrefixScorer(V, BLANK, EOS)
+    state = walk(scorer, scorer.init_state(1, 1, EncoderOutput(lens=torch.tensor([2]), ctc_log_probs=log_probs)), [0])
+    logp, _ = scorer.score_partial(torch.tensor([[0]]), torch.tensor([1]), torch.tensor([[0, EOS]]), state)
+    # "0 0" in 2 frames is impossible (the repeat needs a blank between), EOS = p(0) / ψ(0)
+    assert float(logp[0, 0]) == -math.inf
+    eos = scorer.final_score(torch.tensor([[0]]), torch.tensor([1]), state)
+    assert float(eos[0]) == pytest.approx(float(logp[0, 1]))
+
+
+def test_blank_inside_the_label_space_scores_minus_inf():
+    scorer = CTCPrefixScorer(4, blank_id=3, eos_id=2)  # an AM tokenizer: blank is one of the labels
+    enc = EncoderOutput(lens=torch.tensor([5]), ctc_log_probs=random_log_probs(1, 5, seed=3))
+    logp, _ = scorer.score_partial(torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.arange(4)[None],
+                                   scorer.init_state(1, 1, enc))
+    assert float(logp[0, 3]) == -math.inf and bool(torch.isfinite(logp[0, :3]).all())
+
+
+def test_needs_ctc_log_probs():
+    with pytest.raises(ValueError, match="aux CTC head"):
+        CTCPrefixScorer(V, BLANK, EOS).init_state(1, 1, EncoderOutput(lens=torch.tensor([3])))
+
+
+def joint_setup(char_dir):  # noqa: F811 (the fixture's value)
+    model = make_model(char_dir)
+    batch = dummy_batch(2, max_samples=3200, seed=1)
+    enc = encoder_output(model, batch.audio, batch.audio_lens)
+    frames = 12
+    ctc = random_log_probs(2, frames, seed=4, columns=model.llm.vocab_size)  # blank 0 of the char tokenizer
+    enc = dataclasses.replace(enc, ctc_log_probs=ctc, ctc_lens=torch.tensor([frames, 8]))
+    scorers = {"speech_llm": SpeechLLMScorer(model), "ctc": CTCPrefixScorer(model.llm.vocab_size, 0, model.eos_id)}
+    return model, batch, enc, scorers
+
+
+@pytest.mark.parametrize("ctc_weight", [0.3, 0.7])
+def test_joint_search_at_a_wide_beam_equals_exhaustive_search_of_the_combined_objective(char_dir, ctc_weight):  # noqa: F811
+    model, batch, enc, scorers = joint_setup(char_dir)
+    weights = {"speech_llm": 1 - ctc_weight, "ctc": ctc_weight}
+    max_len, V6 = 3, model.llm.vocab_size
+    search = LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=V6 ** max_len, nbest=3,
+                             max_length=max_len, max_length_ratio=None)
+    labels = [v for v in range(V6) if v not in (model.eos_id, 0)]  # blank (0) scores -inf under CTC
+    seqs = [list(s) for n in range(max_len + 1) for s in itertools.product(labels, repeat=n)]
+    tokens = torch.tensor([s + [1] * (max_len - len(s)) for s in seqs])
+    lengths = torch.tensor([len(s) for s in seqs])
+    for b, entries in enumerate(search(enc, batch.ids)):
+        with torch.no_grad():
+            state = model.context(enc.states[b : b + 1].expand(len(seqs), -1, -1), enc.lens[b : b + 1].expand(len(seqs)))
+            llm = model.transcript_log_probs(state, tokens, lengths).double().sum(1)
+        T = int(enc.ctc_lens[b])
+        ctc = torch.tensor([-F.ctc_loss(enc.ctc_log_probs[b, :T, None].double(), torch.tensor([s or [1]])[:, : len(s)],
+                                        torch.tensor([T]), torch.tensor([len(s)]), blank=0, reduction="sum").item()
+                            for s in seqs], dtype=torch.float64)
+        combined = (1 - ctc_weight) * llm + ctc_weight * ctc
+        order = torch.argsort(-combined)[:3]
+        assert [e.tokens for e in entries] == [seqs[i] for i in order]
+        assert [e.score for e in entries] == pytest.approx(combined[order].tolist(), abs=1e-4)
+        assert [e.scores["ctc"] for e in entries] == pytest.approx(ctc[order].tolist(), abs=1e-6)
+
+
+def test_pre_beam_of_the_whole_vocabulary_equals_unpruned_scoring_and_batched_equals_single(char_dir):  # noqa: F811
+    model, batch, enc, scorers = joint_setup(char_dir)
+    weights = {"speech_llm": 0.7, "ctc": 0.3}
+
+    def run(pre_beam, e=enc, ids=batch.ids):
+        return LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=3, nbest=2, max_length=6,
+                               max_length_ratio=None, pre_beam=pre_beam)(e, ids)
+
+    full = run(None)
+    assert [[(x.tokens, x.score) for x in e] for e in run(model.llm.vocab_size)] == \
+        [[(x.tokens, x.score) for x in e] for e in full]
+    for b in range(2):
+        one = dataclasses.replace(enc, lens=enc.lens[b : b + 1], states=enc.states[b : b + 1, : int(enc.lens[b])],
+                                  ctc_log_probs=enc.ctc_log_probs[b : b + 1, : int(enc.ctc_lens[b])],
+                                  ctc_lens=enc.ctc_lens[b : b + 1])
+        single = run(None, one, batch.ids[b : b + 1])[0]
+        assert [x.tokens for x in single] == [x.tokens for x in full[b]]
+        assert [x.score for x in single] == pytest.approx([x.score for x in full[b]], abs=1e-5)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from asrllm.data.tokenizer import Tokenizer
 from asrllm.search.config import FusionConfig, MethodName, ScheduleName, SearchConfig
+from asrllm.search.ctc_prefix import CTCPrefixScorer
 from asrllm.search.fusion import DelayedFusion, FusionSchedule, LabelPrior, LabelWiseFusion, NoFusion
 from asrllm.search.greedy import CTCGreedySearch
 from asrllm.search.hyps import NBestEntry
@@ -123,7 +124,8 @@ def build_search(
     """
     cls = _lookup(SEARCHES, cfg.method, "search.method")
     if cls is LabelSyncSearch:
-        return build_label_sync(cfg, model_scorers or {}, scorers or {}, eos_id, detokenize)
+        return build_label_sync(cfg, model_scorers or {}, scorers or {}, eos_id, detokenize,
+                                blank_id if blank_id >= 0 else None)
     if cls is CTCGreedySearch:
         if cfg.fusion != FusionConfig():
             raise ValueError(f"search.method='ctc_greedy' cannot use fusion (got fusion={cfg.fusion})")
@@ -150,9 +152,12 @@ def build_label_sync(
     scorers: Mapping[str, Scorer],
     eos_id: int | None,
     detokenize: Callable[[list[int]], str] | None = None,
+    ctc_blank_id: int | None = None,
 ) -> LabelSyncSearch:
-    """The label-synchronous search of `cfg`: the main model (weight 1) plus the scorers that
-    cfg.fusion.weights names (LMs in the model's labels: shallow fusion on a speech LLM)."""
+    """The label-synchronous search of `cfg`: the main model (weight 1, or 1 − λ with cfg.ctc_weight
+    λ > 0) plus the scorers that cfg.fusion.weights names (LMs in the model's labels: shallow fusion on
+    a speech LLM), plus with λ > 0 the CTC prefix scores ("ctc", weight λ) of the model's CTC head,
+    whose blank is ctc_blank_id (None: the model has no CTC head)."""
     if len(model_scorers) != 1 or eos_id is None:
         raise ValueError("search.method='label_sync' decodes a label-synchronous model (a speech LLM); "
                          "this model has none: use a CTC search")
@@ -163,8 +168,18 @@ def build_label_sync(
             raise ValueError(f"fusion scorer {name!r} has {scorer.vocab_size()} labels but the model has "
                              f"{model_scorer.vocab_size()}: label-synchronous fusion needs one vocabulary (an LM "
                              "trained or re-vocabularised on the model's labels)")
+    weights = {main: 1.0 - cfg.ctc_weight, **{name: cfg.fusion.weights[name] for name in fused}}
+    every = {main: model_scorer, **fused}
+    if cfg.ctc_weight > 0:
+        if ctc_blank_id is None:
+            raise ValueError(f"search.ctc_weight={cfg.ctc_weight}: this model has no CTC head to decode jointly "
+                             "with (train it with model.aux_ctc_weight > 0)")
+        if "ctc" in every:
+            raise ValueError("fusion.weights names a scorer 'ctc': that name is the joint CTC prefix scorer's")
+        every["ctc"] = CTCPrefixScorer(model_scorer.vocab_size(), ctc_blank_id, eos_id)
+        weights["ctc"] = cfg.ctc_weight
     return LabelSyncSearch(
-        {main: model_scorer, **fused}, {main: 1.0, **{name: cfg.fusion.weights[name] for name in fused}},
+        every, weights,
         eos_id=eos_id, beam=cfg.beam, nbest=cfg.nbest, length_norm=cfg.length_norm,
         max_length_ratio=cfg.max_length_ratio, max_length=cfg.max_length, pre_beam=cfg.pre_beam, detokenize=detokenize,
     )

@@ -76,6 +76,8 @@ class SearchConfig:
     max_length_ratio: float | None = 1.0  # at most ceil(ratio · speech vectors) labels; None = no such bound
     max_length: int | None = None  # at most this many labels; None = no such bound (one of the two is needed)
     pre_beam: int | None = None  # P: labels per hypothesis the partial scorers (CTC prefix) score; None = all
+    ctc_weight: float = 0.0  # λ: joint decoding, (1 − λ)·log p_model + λ·log p_CTC prefix (the model's CTC
+    # head); 0 = off. Set pre_beam with it: only P candidates per hypothesis get CTC prefix scores
     # CTC only
     token_prune_topk: int | None = 16  # S: non-blank labels tried per frame (best by frame log-prob); None = all
     token_min_logp: float | None = None  # labels with frame log-prob below this are not tried; None = off
@@ -117,7 +119,8 @@ class SearchConfig:
         ctc_only = {name: getattr(self, name) for name in ("token_min_logp", "beam_threshold", "blank_collapse",
                                                              "soft_collapse")}
         label_only = {"length_norm": self.length_norm != 0.0, "max_length_ratio": self.max_length_ratio != 1.0,
-                      "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None}
+                      "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None,
+                      "ctc_weight": self.ctc_weight != 0.0}
         if self.method == "label_sync":
             misplaced = sorted(name for name, value in ctc_only.items() if value is not None)
             if misplaced:
@@ -134,6 +137,8 @@ class SearchConfig:
                 raise ValueError(f"SearchConfig: max_length_ratio={self.max_length_ratio} must be > 0 or null")
             if self.max_length is not None and self.max_length < 1:
                 raise ValueError(f"SearchConfig: max_length={self.max_length} must be >= 1 or null")
+            if not 0 <= self.ctc_weight < 1:
+                raise ValueError(f"SearchConfig: ctc_weight={self.ctc_weight} must lie in [0, 1) (the model keeps 1 − λ)")
             if self.pre_beam is not None and self.pre_beam < 1:
                 raise ValueError(f"SearchConfig: pre_beam={self.pre_beam} must be >= 1 or null (= all labels)")
         else:

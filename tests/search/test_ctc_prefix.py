@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from asrllm.search import SearchConfig, build_search
 from asrllm.search.ctc_prefix import CTCPrefixScorer
 from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
@@ -189,3 +190,20 @@ def test_pre_beam_of_the_whole_vocabulary_equals_unpruned_scoring_and_batched_eq
         single = run(None, one, batch.ids[b : b + 1])[0]
         assert [x.tokens for x in single] == [x.tokens for x in full[b]]
         assert [x.score for x in single] == pytest.approx([x.score for x in full[b]], abs=1e-5)
+
+
+def test_ctc_weight_in_the_search_config_builds_the_joint_search(char_dir):  # noqa: F811
+    model, batch, enc, scorers = joint_setup(char_dir)
+    cfg = SearchConfig(method="label_sync", beam=3, nbest=2, max_length=6, max_length_ratio=None, pre_beam=4,
+                       ctc_weight=0.3)
+    built = build_search(cfg, blank_id=0, model_scorers={"speech_llm": scorers["speech_llm"]}, eos_id=model.eos_id)
+    by_hand = LabelSyncSearch(scorers, {"speech_llm": 0.7, "ctc": 0.3}, eos_id=model.eos_id, beam=3, nbest=2,
+                              max_length=6, max_length_ratio=None, pre_beam=4)
+    assert [[(x.tokens, x.score) for x in e] for e in built(enc, batch.ids)] == \
+        [[(x.tokens, x.score) for x in e] for e in by_hand(enc, batch.ids)]
+    with pytest.raises(ValueError, match="no CTC head"):
+        build_search(cfg, blank_id=-1, model_scorers={"speech_llm": scorers["speech_llm"]}, eos_id=model.eos_id)
+    with pytest.raises(ValueError, match="ctc_weight"):
+        SearchConfig(method="ctc_time_sync", ctc_weight=0.3)
+    with pytest.raises(ValueError, match="ctc_weight"):
+        SearchConfig(method="label_sync", ctc_weight=1.0)

@@ -12,6 +12,9 @@ For method M, the part of job J of NJ goes to `<model-dir>/decode_<set>_<M>/part
 Fusion: `lms` names trained LM exp dirs (loaded once each with `asrllm.search.lm_scorer.
 load_lm_scorer`, the one way to get an LM for scoring) that a method's `fusion.weights` fuse;
 `prior` is the file of `asrllm.bin.estimate_prior` for methods with `fusion.prior_scale` > 0.
+Joint CTC decoding (`ctc_weight` > 0) reads the model's own CTC head, or, for a method with
+`ctc_model: <name>`, the CTC AM that `ctc_models` names (same tokenizer as the model; its encoder
+runs once per batch, and its time is charged to the methods that use it).
 
 Re-runs (asrllm.provenance): `info.json` is the part's record, written last. Its inputs are the
 model (architecture, weights digest, tokenizer digest, checkpoint name), the method's search
@@ -22,8 +25,9 @@ decoded again (parts of another job count and the merged outputs of that decode 
 first). Batching, threads and device are not inputs: they do not
 change the hypotheses.
 
-Timing (RTFx): each method is charged the shared encoder time plus its own search time, i.e. what
-decoding with that method alone would have cost.
+Timing (RTFx): each method is charged the shared encoder time plus its own search time (plus the
+encoder time of the CTC AM it decodes jointly with), i.e. what decoding with that method alone
+would have cost.
 """
 
 from __future__ import annotations
@@ -45,12 +49,13 @@ from asrllm.config import ConfigError, atomic_write_text, load_config, parse_ove
 from asrllm.data.audio import SAMPLE_RATE
 from asrllm.data.datadir import Utterance, read_datadir
 from asrllm.data.loader import inference_batches
-from asrllm.data.tokenizer import load_tokenizer
+from asrllm.data.tokenizer import Tokenizer, load_tokenizer
 from asrllm.eval.decode_dir import MERGED_OUTPUTS, one_line
 from asrllm.locking import DirLock
 from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import load_trained_model, model_record
 from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
+from asrllm.models.ctc_model import CTCModel
 from asrllm.models.speech_llm import SpeechLLM
 from asrllm.search import LabelPrior, NBestEntry, Scorer, SearchConfig, build_search, write_nbest_jsonl
 from asrllm.search.label_sync import LabelSyncSearch
@@ -61,11 +66,21 @@ log = logging.getLogger("asrllm.decode")
 
 
 @dataclasses.dataclass(frozen=True)
+class CTCModelSpec:
+    """A separate CTC AM for joint decoding: a trained exp dir (`model_kind: ctc`) with the model's labels."""
+
+    model_dir: str  # e.g. exp/train_ctc_small (relative to where decoding runs: the recipe dir)
+    checkpoint: str = "average"  # average | latest | step_<N> dir name
+
+
+@dataclasses.dataclass(frozen=True)
 class DecodeConfig:
     """The decode YAML: batching, threads, the LMs to fuse, and the methods to run on each encoder output."""
 
     methods: dict[str, SearchConfig]  # output name -> search options; names become decode dir suffixes
     lms: dict[str, LMSpec] = dataclasses.field(default_factory=dict)  # scorer name -> LM; methods' fusion.weights use the names
+    ctc_models: dict[str, CTCModelSpec] = dataclasses.field(default_factory=dict)  # name -> CTC AM; methods'
+    # ctc_model names one
     prior: str | None = None  # prior file for methods with fusion.prior_scale > 0 (default: <model-dir>/prior.safetensors)
     batch_seconds: float = 100.0  # padded audio seconds per decoding batch
     num_threads: int | None = 1  # torch threads; 1 avoids oversubscription when several jobs share a CPU
@@ -81,25 +96,52 @@ class DecodeConfig:
             if unknown:
                 raise ValueError(f"DecodeConfig.methods.{name}.fusion.weights names {unknown}, which lms does not "
                                  f"define (lms: {', '.join(sorted(self.lms)) or 'none'})")
+            if method.ctc_model is not None and method.ctc_model not in self.ctc_models:
+                raise ValueError(f"DecodeConfig.methods.{name}.ctc_model={method.ctc_model!r}, which ctc_models does "
+                                 f"not define (ctc_models: {', '.join(sorted(self.ctc_models)) or 'none'})")
 
     def prior_file(self, model_dir: Path) -> Path:
         return Path(self.prior) if self.prior else model_dir / "prior.safetensors"
 
 
 def fusion_inputs(cfg: DecodeConfig, model_dir: Path) -> dict[str, dict[str, Any]]:
-    """What each method fuses, as stage inputs: the records of the LMs it weights and the prior file's
-    digest. Each LM and the prior are hashed once, however many methods use them."""
+    """What each method fuses, as stage inputs: the records of the LMs it weights, of the CTC AM it
+    decodes jointly with and the prior file's digest. Each is hashed once, however many methods use it."""
     used = {lm for m in cfg.methods.values() for lm in m.fusion.weights}
     lm_inputs = {lm: lm_record(cfg.lms[lm], lm) for lm in sorted(used)}
+    ctc_used = {m.ctc_model for m in cfg.methods.values() if m.ctc_model is not None}
+    ctc_inputs = {c: flatten(model_record(Path(cfg.ctc_models[c].model_dir), cfg.ctc_models[c].checkpoint),
+                             f"ctc_model.{c}") for c in sorted(ctc_used)}
     needs_prior = any(m.fusion.prior_scale > 0 for m in cfg.methods.values())
     prior = {"prior": file_digest(cfg.prior_file(model_dir))} if needs_prior else {}
     return {
         name: {
             **{k: v for lm in m.fusion.weights for k, v in lm_inputs[lm].items()},
+            **(ctc_inputs[m.ctc_model] if m.ctc_model is not None else {}),
             **(prior if m.fusion.prior_scale > 0 else {}),
         }
         for name, m in cfg.methods.items()
     }
+
+
+def load_ctc_models(cfg: DecodeConfig, names: set[str], tokenizer: Tokenizer, model_dir: Path,
+                    device: torch.device) -> dict[str, torch.nn.Module]:
+    """The CTC AMs `names` of cfg.ctc_models, in eval mode; one whose tokenizer is not the decoded
+    model's (the same labels in the same order, the same blank) is a ValueError naming both dirs."""
+    models = {}
+    for name in sorted(names):
+        spec = cfg.ctc_models[name]
+        am_dir = Path(spec.model_dir)
+        am_tok = load_tokenizer(am_dir / "tokenizer")
+        if am_tok.pieces != tokenizer.pieces or am_tok.blank_id != tokenizer.blank_id:
+            raise ValueError(f"ctc_models.{name}: the labels of {am_dir / 'tokenizer'} ({am_tok.vocab_size}, blank "
+                             f"{am_tok.blank_id}) are not those of {model_dir / 'tokenizer'} ({tokenizer.vocab_size}, "
+                             f"blank {tokenizer.blank_id}): joint decoding scores one label space")
+        model = load_trained_model(am_dir, spec.checkpoint, device)
+        if not isinstance(model, CTCModel):
+            raise ValueError(f"ctc_models.{name}: {am_dir} holds a {type(model).__name__}, not a CTC AM (model_kind ctc)")
+        models[name] = model
+    return models
 
 
 _PART = re.compile(r"^(\d+)-of-(\d+)\.")
@@ -190,13 +232,16 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             torch.set_num_threads(cfg.num_threads)
         model = load_trained_model(args.model_dir, args.checkpoint, device)
         model_scorers, blank_id, eos_id = search_roles(model, tokenizer.blank_id)
+        ctc_of = {name: cfg.methods[name].ctc_model for name in todo if cfg.methods[name].ctc_model is not None}
+        ctc_models = load_ctc_models(cfg, set(ctc_of.values()), tokenizer, args.model_dir, device)
         searches = {}
         for name in todo:
             scfg = cfg.methods[name]
             if scfg.method != "label_sync" and blank_id is None:
                 raise ValueError(f"methods.{name}: method {scfg.method!r} is a CTC search, but this "
                                  f"{type(model).__name__} has no CTC head (set model.aux_ctc_weight > 0 to train one)")
-            searches[name] = build_search(scfg, blank_id=blank_id if blank_id is not None else -1,
+            blank = tokenizer.blank_id if name in ctc_of else blank_id  # the CTC AM's blank: the same labels
+            searches[name] = build_search(scfg, blank_id=blank if blank is not None else -1,
                                           detokenize=lambda ids: one_line(tokenizer.decode(ids)),
                                           log_prior=log_prior, scorers=scorers,
                                           vocab_size=tokenizer.vocab_size, am_tokenizer=tokenizer,
@@ -214,6 +259,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
     lm_costs = {name: {lm: dict.fromkeys(("calls", "tokens", "utterance_calls"), 0) for lm in costed[name]}
                 for name in searches}  # LMCallStats summed over batches
     encoder_seconds = 0.0
+    ctc_seconds = dict.fromkeys(ctc_models, 0.0)  # the separate CTC AMs' encoder passes
     audio_seconds = 0.0  # from the samples read, not utt2dur: RTFx stays right if utt2dur is wrong
     try:  # bad audio (unreadable, longer than a speech LLM has positions for) is named
         for batch in inference_batches(utts, cfg.batch_seconds):
@@ -223,12 +269,21 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             with torch.inference_mode():
                 enc = encoder_output(model, batch.audio, batch.audio_lens, batch.ids)
             encoder_seconds += time.perf_counter() - start
+            ctc_enc = {}
+            for ctc_name, ctc_model in ctc_models.items():
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    ctc_enc[ctc_name] = encoder_output(ctc_model, batch.audio, batch.audio_lens, batch.ids)
+                ctc_seconds[ctc_name] += time.perf_counter() - start
             for name, search in searches.items():
                 start = time.perf_counter()
                 for lm in costed[name]:
                     all_scorers[lm].stats.reset()
                 if isinstance(search, LabelSyncSearch):
-                    results[name].extend(search(enc, utt_ids=batch.ids))
+                    joint = ctc_enc.get(ctc_of.get(name, ""))  # the CTC AM's log-probs replace the own head's
+                    search_enc = enc if joint is None else dataclasses.replace(
+                        enc, ctc_log_probs=joint.ctc_log_probs, ctc_lens=joint.lens)
+                    results[name].extend(search(search_enc, utt_ids=batch.ids))
                 else:
                     ctc_lens = enc.ctc_lens if enc.ctc_lens is not None else enc.lens
                     results[name].extend(search(enc.ctc_log_probs, ctc_lens, utt_ids=batch.ids))
@@ -244,6 +299,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         out_dir = out_dirs[name]
         nbest = sorted(results[name], key=lambda entries: entries[0].utt_id)
         prefix = out_dir / "parts" / part
+        joint_seconds = ctc_seconds[ctc_of[name]] if name in ctc_of else 0.0
         atomic_write_text(f"{prefix}.hyp.txt", "".join(f"{e[0].utt_id} {e[0].text}\n" for e in nbest))
         write_nbest_jsonl(f"{prefix}.nbest.jsonl", [entry for entries in nbest for entry in entries])
         info = {
@@ -256,7 +312,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             "audio_seconds": audio_seconds,
             "encoder_seconds": encoder_seconds,
             "search_seconds": search_seconds[name],
-            "decode_seconds": encoder_seconds + search_seconds[name],
+            "ctc_model_seconds": joint_seconds,
+            "decode_seconds": encoder_seconds + search_seconds[name] + joint_seconds,
             "lm_costs": lm_costs[name],  # per fused LM: forward calls, tokens fed, utterance-calls
         }
         write_record(f"{prefix}.info.json", inputs[name], **info)  # written last: the part's record

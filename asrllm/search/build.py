@@ -176,7 +176,7 @@ def build_label_sync(
                              "with (train it with model.aux_ctc_weight > 0)")
         if "ctc" in every:
             raise ValueError("fusion.weights names a scorer 'ctc': that name is the joint CTC prefix scorer's")
-        every["ctc"] = CTCPrefixScorer(model_scorer.vocab_size(), ctc_blank_id, eos_id)
+        every["ctc"] = CTCPrefixScorer(model_scorer.vocab_size(), ctc_blank_id, eos_id, cfg.ctc_window)
         weights["ctc"] = cfg.ctc_weight
     return LabelSyncSearch(
         every, weights,

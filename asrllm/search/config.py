@@ -78,6 +78,10 @@ class SearchConfig:
     pre_beam: int | None = None  # P: labels per hypothesis the partial scorers (CTC prefix) score; None = all
     ctc_weight: float = 0.0  # λ: joint decoding, (1 − λ)·log p_model + λ·log p_CTC prefix (the model's CTC
     # head); 0 = off. Set pre_beam with it: only P candidates per hypothesis get CTC prefix scores
+    ctc_window: int | None = None  # joint decoding: a label starts within this many CTC frames of its
+    # prefix's peak (search/ctc_prefix.py); None = anywhere
+    ctc_model: str | None = None  # joint decoding with a separate CTC AM of the same labels: a name of the
+    # decode config's ctc_models; None = the model's own CTC head
     # CTC only
     token_prune_topk: int | None = 16  # S: non-blank labels tried per frame (best by frame log-prob); None = all
     token_min_logp: float | None = None  # labels with frame log-prob below this are not tried; None = off
@@ -120,7 +124,8 @@ class SearchConfig:
                                                              "soft_collapse")}
         label_only = {"length_norm": self.length_norm != 0.0, "max_length_ratio": self.max_length_ratio != 1.0,
                       "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None,
-                      "ctc_weight": self.ctc_weight != 0.0}
+                      "ctc_weight": self.ctc_weight != 0.0, "ctc_window": self.ctc_window is not None,
+                      "ctc_model": self.ctc_model is not None}
         if self.method == "label_sync":
             misplaced = sorted(name for name, value in ctc_only.items() if value is not None)
             if misplaced:
@@ -139,6 +144,11 @@ class SearchConfig:
                 raise ValueError(f"SearchConfig: max_length={self.max_length} must be >= 1 or null")
             if not 0 <= self.ctc_weight < 1:
                 raise ValueError(f"SearchConfig: ctc_weight={self.ctc_weight} must lie in [0, 1) (the model keeps 1 − λ)")
+            if self.ctc_window is not None and (self.ctc_weight == 0 or self.ctc_window < 0):
+                raise ValueError(f"SearchConfig: ctc_window={self.ctc_window} needs ctc_weight > 0 and must be >= 0 "
+                                 f"frames (ctc_weight={self.ctc_weight})")
+            if self.ctc_model is not None and self.ctc_weight == 0:
+                raise ValueError(f"SearchConfig: ctc_model={self.ctc_model!r} needs ctc_weight > 0")
             if self.pre_beam is not None and self.pre_beam < 1:
                 raise ValueError(f"SearchConfig: pre_beam={self.pre_beam} must be >= 1 or null (= all labels)")
         else:

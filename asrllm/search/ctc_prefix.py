@@ -24,6 +24,12 @@ frames). The cumulative sums are kept in float64 (they reach −10⁴ and more o
 the differences must keep their digits); frame log-probs are clamped at −10⁵ so that a −inf
 (a masked logit) cannot turn the differences into nan; exp(−10⁵) is 0 in float64 anyway.
 
+Windowing (optional, `window` W frames): a candidate may start only within W frames of its
+prefix's peak, the frame argmax_t r^n_t(g) where g's last label most probably sits: φ_{t−1}(g, c)
+counts only for |t − peak(g)| ≤ W (no window for the empty prefix: leading silence has any
+length). It constrains the alignments, so every score of a windowed search is that of the
+constrained CTC model; a window covering the whole input changes nothing.
+
 Only the S candidates the search gives are scored (its pre-beam): memory per step is N·S·T, never
 N·V·T (Qwen's V is 152k). The state keeps each prefix's r (N, T, 2) and, after `score_partial`, those
 of its S extensions, from which `select_state` takes the appended label's (reuse of the parent's
@@ -74,13 +80,17 @@ class CTCPrefixScorer(PartialScorer):
 
     vocab_size: V, the search's labels; label ids < V map to the same CTC column; blank_id: the CTC
     column of blank (an LLM vocabulary has it as one extra column V, an AM tokenizer inside V, where
-    a candidate equal to it scores -inf); eos_id: the label that ends a hypothesis.
+    a candidate equal to it scores -inf); eos_id: the label that ends a hypothesis; window: W frames
+    around the prefix's peak where a new label may start (None: anywhere; module docstring).
     """
 
-    def __init__(self, vocab_size: int, blank_id: int, eos_id: int) -> None:
+    def __init__(self, vocab_size: int, blank_id: int, eos_id: int, window: int | None = None) -> None:
+        if window is not None and window < 0:
+            raise ValueError(f"CTCPrefixScorer: window={window} must be >= 0 frames or None (= off)")
         self._vocab_size = vocab_size
         self.blank_id = blank_id
         self.eos_id = eos_id
+        self.window = window
 
     def vocab_size(self) -> int:
         return self._vocab_size
@@ -123,6 +133,10 @@ class CTCPrefixScorer(PartialScorer):
         start = torch.where(state.last < 0, 0.0, -torch.inf).to(phi.dtype)  # (N,) φ_{-1}
         phi_prev = torch.cat([start[:, None, None].expand(n, s, 1), phi[..., :-1]], dim=2)  # (N, S, T): φ_{t-1}
         valid = t < frames.lens[utt][:, None]  # (N, T)
+        if self.window is not None:
+            peak = r_n.masked_fill(~valid, -torch.inf).argmax(dim=1)  # (N,) where g's last label most probably sits
+            near = ((t[None, :] - peak[:, None]).abs() <= self.window) | (state.last < 0)[:, None]  # (N, T)
+            phi_prev = phi_prev.masked_fill(~near[:, None, :], -torch.inf)
         log_psi = (phi_prev + x).masked_fill(~valid[:, None, :], -torch.inf).logsumexp(dim=2)  # (N, S)
         new_n = _linear_recursion(x, phi_prev)  # (N, S, T)
         new_n_prev = torch.cat([torch.full_like(new_n[..., :1], -torch.inf), new_n[..., :-1]], dim=2)

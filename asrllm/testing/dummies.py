@@ -176,6 +176,23 @@ def make_ctc_exp_dir(exp: Path, seed: int, name: str = "model_avg.safetensors") 
     save_model_state(CTCModel(cfg).state_dict(), path)
 
 
+def make_speech_llm_exp_dir(exp: Path, tokenizer_dir: Path, seed: int, aux_ctc_weight: float = 0.3) -> None:
+    """An untrained tiny speech-LLM exp dir in the AM's labels (the char tokenizer of tokenizer_dir,
+    copied into it as training does), with an aux CTC head unless aux_ctc_weight is 0."""
+    from asrllm.data.tokenizer import save_tokenizer
+    from asrllm.models.llm import LLMConfig
+    from asrllm.models.speech_llm import PromptConfig, SpeechLLM, SpeechLLMConfig
+
+    arch = dict(model_type="llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    cfg = SpeechLLMConfig(llm=LLMConfig(arch=arch), label_unit="am_tokenizer", am_tokenizer=str(tokenizer_dir),
+                          encoder=ConformerConfig(num_layers=1, d_model=16, num_heads=2, ff_dim=32),
+                          prompt=PromptConfig("", ""), aux_ctc_weight=aux_ctc_weight)
+    save_config({"model_kind": "speech_llm", "model": cfg}, exp / "config.yaml")
+    save_tokenizer(load_tokenizer(tokenizer_dir), exp / "tokenizer")
+    torch.manual_seed(seed)
+    save_model_state(checkpoint_state_dict(SpeechLLM(cfg)), exp / "model_avg.safetensors")
+
+
 def make_lm_exp_dir(lm_dir: Path, tokenizer_dir: Path, seed: int) -> None:
     """An untrained tiny LM exp dir over the AM's labels (as stage 8 leaves a re-vocabularised LM)."""
     from asrllm.models.llm import LLMConfig

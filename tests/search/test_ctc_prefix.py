@@ -207,3 +207,104 @@ def test_ctc_weight_in_the_search_config_builds_the_joint_search(char_dir):  # n
         SearchConfig(method="ctc_time_sync", ctc_weight=0.3)
     with pytest.raises(ValueError, match="ctc_weight"):
         SearchConfig(method="label_sync", ctc_weight=1.0)
+    windowed = build_search(dataclasses.replace(cfg, ctc_window=5), blank_id=0,
+                            model_scorers={"speech_llm": scorers["speech_llm"]}, eos_id=model.eos_id)
+    assert windowed.scorers["ctc"].window == 5
+    for bad in ({"ctc_window": 5}, {"ctc_window": -1, "ctc_weight": 0.3}):
+        with pytest.raises(ValueError, match="ctc_window"):
+            SearchConfig(method="label_sync", **bad)
+
+
+def windowed_brute_force(log_probs, window):
+    """ψ and p_CTC of the windowed model by enumeration of a (T, V') input: label i > 0 of an
+    alignment must start within `window` frames of the peak of the prefix before it, the frame
+    argmax_t r^n_t (itself summed over constrained partial alignments; first maximum on ties)."""
+    T, cols = log_probs.shape
+    peaks = {}
+
+    def starts(path):  # (label, first frame) of each label of the alignment
+        out, prev = [], None
+        for t, s in enumerate(path):
+            if s != prev and s != BLANK:
+                out.append((s, t))
+            prev = s
+        return out
+
+    def ok(spans, upto):
+        return all(abs(spans[i][1] - peak(tuple(lab for lab, _ in spans[:i]))) <= window for i in range(1, upto))
+
+    def peak(g):
+        if g not in peaks:
+            r_n = [sum(math.exp(sum(float(log_probs[u, s]) for u, s in enumerate(path)))
+                       for path in itertools.product(range(cols), repeat=t + 1)
+                       if path[-1] == g[-1] and [lab for lab, _ in starts(path)] == list(g) and ok(starts(path), len(g)))
+                   for t in range(T)]
+            peaks[g] = max(range(T), key=lambda t: (r_n[t], -t))
+        return peaks[g]
+
+    def psi_w(g):
+        return sum(math.exp(sum(float(log_probs[t, s]) for t, s in enumerate(path)))
+                   for path in itertools.product(range(cols), repeat=T)
+                   if tuple(lab for lab, _ in starts(path))[: len(g)] == tuple(g) and ok(starts(path), len(g)))
+
+    def p_w(g):
+        return sum(math.exp(sum(float(log_probs[t, s]) for t, s in enumerate(path)))
+                   for path in itertools.product(range(cols), repeat=T)
+                   if [lab for lab, _ in starts(path)] == list(g) and ok(starts(path), len(g)))
+
+    return psi_w, p_w
+
+
+def test_windowed_prefix_scores_equal_brute_force_of_the_windowed_model():
+    log_probs = random_log_probs(1, 6, seed=4)
+    psi_w, p_w = windowed_brute_force(log_probs[0], window=1)
+    scorer = CTCPrefixScorer(V, BLANK, EOS, window=1)
+    enc = EncoderOutput(lens=torch.tensor([6]), ctc_log_probs=log_probs)
+    for prefix in ([], [0], [1, 0], [0, 1], [1, 0, 1]):
+        state = walk(scorer, scorer.init_state(1, 1, enc), prefix)
+        logp, _ = scorer.score_partial(torch.tensor([prefix + [0]]), torch.tensor([len(prefix)]),
+                                       torch.arange(V)[None], state)
+        base = psi_w(prefix)
+        assert math.exp(float(state.log_psi[0])) == pytest.approx(base, rel=1e-9)
+        for c in (0, 1):
+            assert float(logp[0, c]) == pytest.approx(log(psi_w(prefix + [c]) / base), abs=1e-9)
+        assert float(logp[0, EOS]) == pytest.approx(log(p_w(prefix) / base), abs=1e-9)
+    assert psi_w([1, 0]) < psi(brute_force(log_probs[0]), [1, 0])  # the window does constrain
+
+
+def test_a_window_covering_the_input_changes_nothing_and_batched_equals_single():
+    lens = torch.tensor([12, 7])
+    enc = EncoderOutput(lens=lens, ctc_log_probs=random_log_probs(2, 12, seed=5))
+    prefix = [0, 1, 0]
+    for window, same in ((12, True), (2, False)):
+        plain, windowed = CTCPrefixScorer(V, BLANK, EOS), CTCPrefixScorer(V, BLANK, EOS, window=window)
+        a = walk_batch(plain, plain.init_state(2, 1, enc), prefix)
+        b = walk_batch(windowed, windowed.init_state(2, 1, enc), prefix)
+        assert torch.equal(a.log_psi, b.log_psi) == same
+        for row in range(2):  # batched = per utterance, windowed too
+            one = EncoderOutput(lens=lens[row : row + 1], ctc_log_probs=enc.ctc_log_probs[row : row + 1])
+            single = walk_batch(windowed, windowed.init_state(1, 1, one), prefix)
+            assert float(single.log_psi[0]) == pytest.approx(float(b.log_psi[row]), abs=1e-10)
+
+
+def walk_batch(scorer, state, prefix):
+    n = state.utt.shape[0]
+    for i, label in enumerate(prefix):
+        tokens = torch.tensor([prefix[:i] + [0] * (len(prefix) - i)] * n)
+        _, state = scorer.score_partial(tokens, torch.full((n,), i), torch.arange(V).expand(n, -1), state)
+        state = scorer.select_state(state, torch.arange(n), torch.full((n,), label))
+    return state
+
+
+def test_the_peak_lies_inside_the_utterance_not_in_its_padding():
+    # utterance 1 (4 of 10 frames): label 0 peaks at its last frame; in the padding (log-probs 0)
+    # r^n only grows, so a peak taken over all frames would put the window beyond the audio
+    log_probs = random_log_probs(2, 10, seed=6)
+    log_probs[1, :4] = torch.tensor([[-3.0, -3.0, -5.0, -0.1]] * 3 + [[-0.1, -3.0, -5.0, -3.0]]).log_softmax(-1)
+    enc = EncoderOutput(lens=torch.tensor([10, 4]), ctc_log_probs=log_probs)
+    scorer = CTCPrefixScorer(V, BLANK, EOS, window=2)
+    batched = walk_batch(scorer, scorer.init_state(2, 1, enc), [0, 1])
+    single = walk_batch(scorer, scorer.init_state(1, 1, EncoderOutput(lens=torch.tensor([4]), ctc_log_probs=log_probs[1:, :4])),
+                        [0, 1])
+    assert math.isfinite(float(single.log_psi[0]))
+    assert float(batched.log_psi[1]) == pytest.approx(float(single.log_psi[0]), abs=1e-10)

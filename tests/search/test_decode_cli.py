@@ -15,6 +15,7 @@ import pytest
 
 from asrllm.bin import decode, score
 from asrllm.bin.estimate_prior import main as estimate_prior
+from asrllm.data.tokenizer import TokenizerConfig, train_tokenizer
 from asrllm.locking import DirLock
 from asrllm.search import read_nbest_jsonl
 from asrllm.testing.dummies import make_ctc_exp_dir, make_datadir, make_lm_exp_dir
@@ -169,3 +170,73 @@ def test_a_weight_for_an_undefined_lm_is_a_config_error(setup: Path, caplog: pyt
     caplog.set_level(logging.ERROR)
     assert run(setup) == 1
     assert "DecodeConfig.methods.fused.fusion.weights names ['llm'], which lms does not define (lms: none)" in caplog.text
+
+
+JOINT = """
+ctc_models:
+  am: {{model_dir: {am}}}
+methods:
+  own: {{method: label_sync, beam: 3, max_length_ratio: 2.0, pre_beam: 4, ctc_weight: 0.4}}
+  with_am: {{method: label_sync, beam: 3, max_length_ratio: 2.0, pre_beam: 4, ctc_weight: 0.4, ctc_model: am}}
+"""
+
+
+def test_joint_decoding_with_a_separate_ctc_am(setup: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A method with ctc_model decodes with the CTC AM's log-probs in place of the own head's: the
+    CLI's hypotheses and scores equal the search run by hand on that input; the AM is an input of
+    the method's record; an AM of other labels is an error naming both tokenizers."""
+    import dataclasses
+
+    import torch
+
+    from asrllm.data.datadir import read_datadir
+    from asrllm.data.loader import inference_batches
+    from asrllm.models.trained import load_trained_model
+    from asrllm.search import SearchConfig, build_search
+    from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+    from asrllm.testing.dummies import make_speech_llm_exp_dir
+
+    make_speech_llm_exp_dir(setup / "sllm", setup / "exp/tokenizer", seed=2)
+    (setup / "joint.yaml").write_text(JOINT.format(am=setup / "exp"))
+
+    def joint(*extra: str) -> int:
+        return decode.main(["--config", str(setup / "joint.yaml"), "--model-dir", str(setup / "sllm"),
+                            "--data", str(setup / "data/dev"), *extra])
+
+    assert joint() == 0
+    sllm = load_trained_model(setup / "sllm", "average", torch.device("cpu"))
+    am = load_trained_model(setup / "exp", "average", torch.device("cpu"))
+    cfg = SearchConfig(method="label_sync", beam=3, max_length_ratio=2.0, pre_beam=4, ctc_weight=0.4)
+    search = build_search(cfg, blank_id=0, model_scorers={"speech_llm": SpeechLLMScorer(sllm)}, eos_id=sllm.eos_id)
+    by_hand = {}
+    for batch in inference_batches(read_datadir(setup / "data/dev"), 100.0):
+        with torch.inference_mode():
+            enc = encoder_output(sllm, batch.audio, batch.audio_lens, batch.ids)
+            ctc = encoder_output(am, batch.audio, batch.audio_lens, batch.ids)
+        for own, with_am in zip(search(enc, batch.ids),
+                                search(dataclasses.replace(enc, ctc_log_probs=ctc.ctc_log_probs, ctc_lens=ctc.lens),
+                                       batch.ids)):
+            by_hand[own[0].utt_id] = (own[0], with_am[0])
+    for method, which in (("own", 0), ("with_am", 1)):
+        entries = read_nbest_jsonl(setup / f"sllm/decode_dev_{method}/parts/0-of-1.nbest.jsonl")
+        assert len(entries) == len(by_hand) == 4
+        for e in entries:
+            ref = by_hand[e.utt_id][which]
+            assert e.tokens == ref.tokens and e.score == pytest.approx(ref.score, abs=1e-9)
+    assert any(by_hand[u][0].scores["ctc"] != by_hand[u][1].scores["ctc"] for u in by_hand)  # another CTC
+    record = json.loads((setup / "sllm/decode_dev_with_am/parts/0-of-1.info.json").read_text())
+    assert "ctc_model.am.model.weights" in record["inputs"] and record["ctc_model_seconds"] > 0
+
+    other = setup / "other"  # a CTC AM over two characters only
+    (other / "exp/tokenizer").mkdir(parents=True)
+    (other / "exp/tokenizer/text").write_text("ab ba\n")
+    train_tokenizer(TokenizerConfig(kind="char"), other / "exp/tokenizer/text", other / "exp/tokenizer")
+    make_ctc_exp_dir(other / "exp", seed=0)
+    (setup / "joint.yaml").write_text(JOINT.format(am=other / "exp"))
+    caplog.set_level(logging.ERROR)
+    assert joint("--force") == 1
+    assert "ctc_models.am: the labels of" in caplog.text and str(setup / "sllm/tokenizer") in caplog.text
+
+    (setup / "joint.yaml").write_text(JOINT.replace("ctc_model: am", "ctc_model: nope").format(am=setup / "exp"))
+    assert joint() == 1
+    assert "ctc_model='nope', which ctc_models does not define (ctc_models: am)" in caplog.text

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_nbest_jsonl(args.decode_dir / "nbest.jsonl", sorted(nbest, key=lambda e: (e.utt_id, e.rank)))
     model_dir = args.decode_dir.parent
-    train_cmd, _ = read_train_log(model_dir)
+    train_cmd, train_seconds = read_train_log(model_dir)
     metrics = write_scoring(
         args.decode_dir,
         refs,
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_jobs": len(infos),
             "command": infos[0]["command"],
             "train_command": train_cmd,
+            "train_seconds": train_seconds,
             "lm_costs": sum_lm_costs(infos),
         },
         normalizer=args.normalizer,

@@ -42,6 +42,7 @@ class ResultRow:
     train_command: str | None  # the command that trained the model
     num_params: int | None  # model parameters
     checkpoint: str | None  # which weights were decoded (e.g. "average")
+    train_seconds: float | None = None  # wall-clock training time (the trainer's train_log.jsonl)
     lm_calls: float | None = None  # LLM forward calls per utterance (utterance-calls / utts), all fused LMs
     lm_tokens: float | None = None  # tokens fed to the LLMs per utterance
     search: str = "–"  # the search in brief (describe_search)
@@ -107,6 +108,7 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         train_command=m.get("train_command"),
         num_params=m.get("num_params"),
         checkpoint=m.get("checkpoint"),
+        train_seconds=m.get("train_seconds"),
         lm_calls=per_utt("utterance_calls") if per_utt else None,
         lm_tokens=per_utt("tokens") if per_utt else None,
         search=describe_search(m.get("search")),
@@ -273,11 +275,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _models(rows: list[ResultRow]) -> list[str]:
-    """Per model: size, decoded checkpoint and the exact training command (icefall RESULTS.md style)."""
+    """Per model: size, decoded checkpoint, training time and the exact training command (icefall RESULTS.md style)."""
     out = ["## Models", ""]
     for model in sorted({r.model for r in rows}):
         r = next(r for r in rows if r.model == model)
-        out += [f"- `{model}`: {_params(r.num_params)} parameters, checkpoint `{r.checkpoint or '–'}`, trained with", "",
+        took = "" if r.train_seconds is None else f" in {r.train_seconds / 60:.1f} min"
+        out += [f"- `{model}`: {_params(r.num_params)} parameters, checkpoint `{r.checkpoint or '–'}`, trained{took} with", "",
                 "  ```bash", f"  {r.train_command or '# command not recorded'}", "  ```", ""]
     return out
 

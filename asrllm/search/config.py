@@ -76,6 +76,8 @@ class SearchConfig:
     max_length_ratio: float | None = 1.0  # at most ceil(ratio · speech vectors) labels; None = no such bound
     max_length: int | None = None  # at most this many labels; None = no such bound (one of the two is needed)
     pre_beam: int | None = None  # P: labels per hypothesis the partial scorers (CTC prefix) score; None = all
+    pre_beam_eos: bool = False  # the pre-beam is the best P labels other than EOS plus EOS: CTC can end a
+    # hypothesis that the model ranks EOS low in (noise, truncated audio); False = ESPnet's pre-beam
     ctc_weight: float = 0.0  # λ: joint decoding, (1 − λ)·log p_model + λ·log p_CTC prefix (the model's CTC
     # head); 0 = off. Set pre_beam with it: only P candidates per hypothesis get CTC prefix scores
     ctc_window: int | None = None  # joint decoding: a label starts within this many CTC frames of its
@@ -124,6 +126,7 @@ class SearchConfig:
                                                              "soft_collapse")}
         label_only = {"length_norm": self.length_norm != 0.0, "max_length_ratio": self.max_length_ratio != 1.0,
                       "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None,
+                      "pre_beam_eos": self.pre_beam_eos,
                       "ctc_weight": self.ctc_weight != 0.0, "ctc_window": self.ctc_window is not None,
                       "ctc_model": self.ctc_model is not None}
         if self.method == "label_sync":
@@ -151,6 +154,8 @@ class SearchConfig:
                 raise ValueError(f"SearchConfig: ctc_model={self.ctc_model!r} needs ctc_weight > 0")
             if self.pre_beam is not None and self.pre_beam < 1:
                 raise ValueError(f"SearchConfig: pre_beam={self.pre_beam} must be >= 1 or null (= all labels)")
+            if self.pre_beam_eos and self.pre_beam is None:
+                raise ValueError("SearchConfig: pre_beam_eos=true needs a pre_beam (without one every label is scored)")
         else:
             misplaced = sorted(name for name, set_ in label_only.items() if set_)
             if misplaced:

@@ -8,7 +8,8 @@ Per step, for all hypotheses of all utterances at once (ESPnet's BatchBeamSearch
 dispatch; whisper's `_main_loop` for the end rules):
 1. every full scorer gives log p(label | prefix) over V; their weighted sum is the provisional score;
 2. with partial scorers (a CTC prefix scorer) only the best `pre_beam` labels by that sum become
-   candidates, and only those get the partial scores;
+   candidates, and only those get the partial scores (`pre_beam_eos`: the best P labels other than
+   EOS, plus EOS, so that a partial scorer can end a hypothesis the full scorers would continue);
 3. the weighted sum over all scorers is added to each hypothesis' total; per utterance the best K
    of its K·S candidates survive; those that chose EOS are finished, the others run on; scorer
    states follow with `select_state`;
@@ -52,6 +53,7 @@ class LabelSyncSearch:
         max_length_ratio: float | None = 1.0,
         max_length: int | None = None,
         pre_beam: int | None = None,
+        pre_beam_eos: bool = False,
         detokenize: Callable[[list[int]], str] | None = None,
     ) -> None:
         if not scorers or set(scorers) != set(weights):
@@ -78,6 +80,7 @@ class LabelSyncSearch:
         self.max_length_ratio = max_length_ratio
         self.max_length = max_length
         self.pre_beam = pre_beam if self.partial else None  # without partial scorers every label is scored anyway
+        self.pre_beam_eos = pre_beam_eos  # the pre-beam is the best P labels other than EOS, plus EOS
         self.exact_stop = length_norm == 0 and bool((self.weights >= 0).all())  # totals never rise
         self.detokenize = detokenize
 
@@ -173,7 +176,12 @@ class LabelSyncSearch:
             picked = {name: logp.double() for name, logp in full.items()}
         else:
             provisional = sum(weights[self.names.index(name)] * logp.double() for name, logp in full.items())
-            cand = provisional.topk(min(self.pre_beam, self.vocab_size), dim=1).indices  # (N, P)
+            if self.pre_beam_eos:  # the partial scorers judge ending too (CTC: is the audio used up?)
+                provisional[:, self.eos_id] = -math.inf
+                cand = provisional.topk(min(self.pre_beam, self.vocab_size - 1), dim=1).indices  # (N, P)
+                cand = torch.cat([cand, torch.full_like(cand[:, :1], self.eos_id)], dim=1)  # (N, P + 1)
+            else:
+                cand = provisional.topk(min(self.pre_beam, self.vocab_size), dim=1).indices  # (N, P)
             picked = {name: logp.gather(1, cand).double() for name, logp in full.items()}
         for name in self.partial:
             scorer = self.scorers[name]

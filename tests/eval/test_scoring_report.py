@@ -66,7 +66,8 @@ def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         costs = {"lm": {"calls": 3, "tokens": 50, "utterance_calls": 9}} if model == "ctc_lm" else {}
         write_scoring(exp / model / f"decode_{test_set}_{method}", REFS, {**HYPS, "u1": hyp_u1}, 10.0, 0.1,
                       extra={"command": f"run.sh --model {model} --method {method}", "method": method,
-                             "model": model, "test_set": test_set, "lm_costs": costs})
+                             "model": model, "test_set": test_set, "lm_costs": costs,
+                             "train_seconds": 90.0 if model == "ctc" else None})
     files = find_metrics([exp])
     assert len(files) == 4 and files == sorted(files)
     md = render_results([load_row(f) for f in files])
@@ -76,6 +77,8 @@ def test_results_md(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "run.sh --model ctc_lm --method labelwise" in md
     assert "| 3 | ctc_lm | labelwise | 14.29 | 14.29 | 0.00 | 0.00 | 33.33 | 0.00 | 0.00 | 100.0 | 2 | 4.5 | 25.0 |" in md
     assert md.index("## dev") < md.index("## test")
+    assert "- `ctc`: – parameters, checkpoint `–`, trained in 1.5 min with" in md  # the run time of each model
+    assert "- `ctc_lm`: – parameters, checkpoint `–`, trained with" in md
     for heading in ("## Summary: WER [%] per test set", "## dev", "## test"):  # each WER table names it
         assert f"{heading}\n\nScoring: open_asr_2026_03 normaliser.\n\n| " in md
 

@@ -183,6 +183,10 @@ def test_pre_beam_of_the_whole_vocabulary_equals_unpruned_scoring_and_batched_eq
     full = run(None)
     assert [[(x.tokens, x.score) for x in e] for e in run(model.llm.vocab_size)] == \
         [[(x.tokens, x.score) for x in e] for e in full]
+    every_other = LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=3, nbest=2, max_length=6,
+                                  max_length_ratio=None, pre_beam=model.llm.vocab_size - 1, pre_beam_eos=True)
+    assert [[(x.tokens, x.score) for x in e] for e in every_other(enc, batch.ids)] == \
+        [[(x.tokens, x.score) for x in e] for e in full]  # V - 1 labels + EOS = every label
     for b in range(2):
         one = dataclasses.replace(enc, lens=enc.lens[b : b + 1], states=enc.states[b : b + 1, : int(enc.lens[b])],
                                   ctc_log_probs=enc.ctc_log_probs[b : b + 1, : int(enc.ctc_lens[b])],
@@ -308,3 +312,20 @@ def test_the_peak_lies_inside_the_utterance_not_in_its_padding():
                         [0, 1])
     assert math.isfinite(float(single.log_psi[0]))
     assert float(batched.log_psi[1]) == pytest.approx(float(single.log_psi[0]), abs=1e-10)
+
+
+def test_pre_beam_eos_adds_eos_to_the_best_other_labels(char_dir):  # noqa: F811
+    model, batch, enc, scorers = joint_setup(char_dir)
+    weights = {"speech_llm": 0.7, "ctc": 0.3}
+    search = LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=2, max_length=6, max_length_ratio=None,
+                             pre_beam=2, pre_beam_eos=True)
+    states = {n: s.init_state(2, 2, enc) for n, s in scorers.items()}
+    tokens, lengths = torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    cand, _, _ = search._score(tokens, lengths, states, search.weights)
+    logp, _ = scorers["speech_llm"].score(tokens, lengths, scorers["speech_llm"].init_state(2, 2, enc))
+    logp[:, model.eos_id] = -math.inf
+    best_other = logp.topk(2, dim=1).indices  # by the full scorer alone (the only full one)
+    assert cand.shape == (4, 3) and bool((cand[:, 2] == model.eos_id).all())
+    assert torch.equal(cand[:, :2], best_other)
+    with pytest.raises(ValueError, match="pre_beam_eos"):
+        SearchConfig(method="label_sync", ctc_weight=0.3, pre_beam_eos=True)

@@ -3,7 +3,9 @@
     python -m asrllm.bin.make_results                       # scans exp/*/decode_*/metrics.json
     python -m asrllm.bin.make_results exp/ctc_small --out RESULTS.md --title "mini_synth"
 
-Every WER table names the normaliser its rows were scored with. A metrics.json that names none
+RESULTS.md opens with the best system of each kind (asrllm.eval.comparison: CTC, CTC + LM, speech
+LLM, speech LLM + CTC, AED, AED + CTC; chosen on --select-on) and links the WER-vs-RTFx plot
+`<out stem>_wer_rtfx.png` written next to it. Every WER table names the normaliser its rows were scored with. A metrics.json that names none
 (scored before scoring was versioned), or rows scored with different normalisers, stop it with an
 error (exit status 1) that names the files; re-run scoring (stage 5) for them.
 """
@@ -16,6 +18,7 @@ import os
 from pathlib import Path
 
 from asrllm.config import atomic_write_text
+from asrllm.eval.comparison import plot_wer_rtfx
 from asrllm.eval.results_table import find_metrics, find_ppl_metrics, load_ppl_row, load_row, render_results
 
 log = logging.getLogger("asrllm.make_results")
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", default=["exp"], help="exp roots, model dirs or decode dirs (default: exp)")
     parser.add_argument("--out", default="RESULTS.md", help="output file (default: RESULTS.md)")
     parser.add_argument("--title", default="RESULTS", help="top-level heading")
+    parser.add_argument("--select-on", default="dev", help="set on which the best system of each kind is chosen")
+    parser.add_argument("--probe", default="probe", help="set whose hallucination metrics the comparison shows")
+    parser.add_argument("--plot-set", default="test", help="set of the WER-vs-RTFx plot, written next to --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -33,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = [load_row(Path(os.path.relpath(f))) for f in files]  # relative paths: stable across machines
         ppl_rows = [load_ppl_row(Path(os.path.relpath(f))) for f in find_ppl_metrics(args.paths)]
-        text = render_results(rows, title=args.title, ppl_rows=ppl_rows)
+        plot = Path(args.out).with_name(f"{Path(args.out).stem}_wer_rtfx.png")
+        plotted = plot_wer_rtfx(rows, args.plot_set, plot)
+        text = render_results(rows, title=args.title, ppl_rows=ppl_rows, select_on=args.select_on, probe=args.probe,
+                              plot_file=plot.name if plotted else None)
     except ValueError as e:
         log.error("%s (%s not written)", e, args.out)
         return 1

@@ -21,7 +21,7 @@ from asrllm.data.datadir import read_datadir
 from asrllm.eval.decode_dir import check_current, merge_parts, sum_lm_costs
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from asrllm.eval.report import write_scoring
-from asrllm.models.trained import read_train_log
+from asrllm.models.trained import model_kind, read_train_log
 from asrllm.search import write_nbest_jsonl
 
 log = logging.getLogger("asrllm.score")
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         extra={
             "test_set": args.data.name,
             "model": model_dir.name,
+            "model_kind": model_kind(model_dir),
             "method": infos[0]["method"],
             "checkpoint": infos[0]["checkpoint"],
             "num_params": infos[0]["num_params"],

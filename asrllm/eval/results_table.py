@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asrllm.eval.comparison import comparison_section, system_kind
+
 
 @dataclasses.dataclass(frozen=True)
 class ResultRow:
@@ -46,6 +48,7 @@ class ResultRow:
     lm_calls: float | None = None  # LLM forward calls per utterance (utterance-calls / utts), all fused LMs
     lm_tokens: float | None = None  # tokens fed to the LLMs per utterance
     search: str = "–"  # the search in brief (describe_search)
+    kind: str | None = None  # the system's kind for the comparison table (asrllm.eval.comparison)
     hallucination: dict[str, Any] = dataclasses.field(default_factory=dict)  # asrllm.eval.hallucination metrics
 
 
@@ -112,6 +115,7 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         lm_calls=per_utt("utterance_calls") if per_utt else None,
         lm_tokens=per_utt("tokens") if per_utt else None,
         search=describe_search(m.get("search")),
+        kind=system_kind(m.get("model_kind"), m.get("search")),
         hallucination=m.get("hallucination") or {},
     )
 
@@ -142,6 +146,14 @@ def describe_search(search: Any) -> str:
               *([f"prior {fusion['prior_scale']:g}"] if fusion.get("prior_scale") else [])]
     if scales:
         text += f"; {schedule.replace('_', '-') if schedule != 'none' else 'CTC'}: {', '.join(scales)}"
+    if search.get("ctc_weight"):
+        text += f"; joint CTC {search['ctc_weight']:g}"
+        if search.get("ctc_model"):
+            text += f" ({search['ctc_model']})"
+    if search.get("pre_beam") is not None:
+        text += f", pre-beam {search['pre_beam']}{' + EOS' if search.get('pre_beam_eos') else ''}"
+    if search.get("ctc_window") is not None:
+        text += f", window {search['ctc_window']}"
     return text
 
 
@@ -300,10 +312,13 @@ def check_one_normalizer(rows: Sequence[ResultRow]) -> str | None:
     return next(iter(example), None)
 
 
-def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequence[PerplexityRow] = ()) -> str:
-    """Markdown: a summary (when there are several test sets), then per test set a table + commands,
-    then the perplexity table of the language models. Every WER table names its normaliser; rows
-    scored with different normalisers are a ValueError (`check_one_normalizer`)."""
+def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequence[PerplexityRow] = (),
+                   select_on: str = "dev", probe: str | None = None, plot_file: str | None = None) -> str:
+    """Markdown: the best system of each kind (asrllm.eval.comparison: chosen on `select_on`, with
+    the `probe` set's hallucination metrics and the `plot_file` image, when given), a summary (when
+    there are several test sets), then per test set a table + commands, then the perplexity table
+    of the language models. Every WER table names its normaliser; rows scored with different
+    normalisers are a ValueError (`check_one_normalizer`)."""
     scoring = f"Scoring: {check_one_normalizer(rows)} normaliser."  # under each WER table heading
     rows = sorted(rows, key=lambda r: (r.test_set, r.model, r.method, r.decode_dir))
     sets = sorted({r.test_set for r in rows})
@@ -322,6 +337,7 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
     ]
     if not rows and not ppl_rows:
         return "\n".join(out + ["No results yet.", ""])
+    out += comparison_section(rows, sets, select_on, probe if probe in sets else None, plot_file)
     if len(sets) > 1:
         out += _summary(rows, sets, scoring)
     out += _models(rows) if rows else []

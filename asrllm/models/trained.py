@@ -73,6 +73,12 @@ def load_trained_model(model_dir: Path, checkpoint: str, device: torch.device) -
     return model.to(device).eval()
 
 
+def model_kind(model_dir: Path) -> str | None:
+    """The `model_kind` of `model_dir/config.yaml` (None without one: a model not trained here)."""
+    config = model_dir / "config.yaml"
+    return load_yaml(config).get("model_kind") if config.is_file() else None
+
+
 def read_train_log(model_dir: Path) -> tuple[str | None, float | None]:
     """(command, training seconds) of the model in `model_dir`, from the trainer's own
     `train_log.jsonl` (asrllm.train.plot describes it), not from a job runner's log, which a re-run

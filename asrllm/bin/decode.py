@@ -59,6 +59,7 @@ from asrllm.models.ctc_model import CTCModel
 from asrllm.models.speech_llm import SpeechLLM
 from asrllm.search import LabelPrior, NBestEntry, Scorer, SearchConfig, build_search, write_nbest_jsonl
 from asrllm.search.label_sync import LabelSyncSearch
+from asrllm.search.speculative import CTCDraftSearch
 from asrllm.search.lm_scorer import LMSpec, lm_record, load_lm_scorer
 from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
 
@@ -279,7 +280,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
                 start = time.perf_counter()
                 for lm in costed[name]:
                     all_scorers[lm].stats.reset()
-                if isinstance(search, LabelSyncSearch):
+                if isinstance(search, (LabelSyncSearch, CTCDraftSearch)):
                     joint = ctc_enc.get(ctc_of.get(name, ""))  # the CTC AM's log-probs replace the own head's
                     search_enc = enc if joint is None else dataclasses.replace(
                         enc, ctc_log_probs=joint.ctc_log_probs, ctc_lens=joint.lens)
@@ -315,6 +316,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             "ctc_model_seconds": joint_seconds,
             "decode_seconds": encoder_seconds + search_seconds[name] + joint_seconds,
             "lm_costs": lm_costs[name],  # per fused LM: forward calls, tokens fed, utterance-calls
+            **({"ctc_drafts": dataclasses.asdict(searches[name].stats)}
+               if isinstance(searches[name], CTCDraftSearch) else {}),  # utterances, drafted, accepted
         }
         write_record(f"{prefix}.info.json", inputs[name], **info)  # written last: the part's record
         log.info(

@@ -25,6 +25,7 @@ from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.lm_scorer import LMScorer
 from asrllm.search.retokenize import WordRetokenizer
 from asrllm.search.scorer import Scorer
+from asrllm.search.speculative import CTCDraftSearch
 from asrllm.search.time_sync import CTCTimeSyncSearch
 
 
@@ -115,7 +116,7 @@ def build_search(
     am_tokenizer: Tokenizer | None = None,
     model_scorers: Mapping[str, Scorer] | None = None,
     eos_id: int | None = None,
-) -> CTCSearch | LabelSyncSearch:
+) -> CTCSearch | LabelSyncSearch | CTCDraftSearch:
     """Wire the search `cfg` describes. blank_id comes from the tokenizer (never assumed);
     log_prior (V,) is the label log-prior for prior correction; detokenize turns labels into text;
     scorers: the named scorers (LMs) that cfg.fusion.weights may fuse; vocab_size: the AM's V;
@@ -153,11 +154,12 @@ def build_label_sync(
     eos_id: int | None,
     detokenize: Callable[[list[int]], str] | None = None,
     ctc_blank_id: int | None = None,
-) -> LabelSyncSearch:
+) -> LabelSyncSearch | CTCDraftSearch:
     """The label-synchronous search of `cfg`: the main model (weight 1, or 1 − λ with cfg.ctc_weight
     λ > 0) plus the scorers that cfg.fusion.weights names (LMs in the model's labels: shallow fusion on
     a speech LLM), plus with λ > 0 the CTC prefix scores ("ctc", weight λ) of the model's CTC head,
-    whose blank is ctc_blank_id (None: the model has no CTC head)."""
+    whose blank is ctc_blank_id (None: the model has no CTC head); with cfg.ctc_draft, wrapped in
+    the self-speculative `CTCDraftSearch`."""
     if len(model_scorers) != 1 or eos_id is None:
         raise ValueError("search.method='label_sync' decodes a label-synchronous model (a speech LLM); "
                          "this model has none: use a CTC search")
@@ -170,20 +172,25 @@ def build_label_sync(
                              "trained or re-vocabularised on the model's labels)")
     weights = {main: 1.0 - cfg.ctc_weight, **{name: cfg.fusion.weights[name] for name in fused}}
     every = {main: model_scorer, **fused}
+    if (cfg.ctc_weight > 0 or cfg.ctc_draft is not None) and ctc_blank_id is None:
+        raise ValueError(f"search.ctc_weight={cfg.ctc_weight}, ctc_draft={cfg.ctc_draft}: this model has no CTC head "
+                         "to decode with (train it with model.aux_ctc_weight > 0)")
     if cfg.ctc_weight > 0:
-        if ctc_blank_id is None:
-            raise ValueError(f"search.ctc_weight={cfg.ctc_weight}: this model has no CTC head to decode jointly "
-                             "with (train it with model.aux_ctc_weight > 0)")
+        assert ctc_blank_id is not None  # checked above
         if "ctc" in every:
             raise ValueError("fusion.weights names a scorer 'ctc': that name is the joint CTC prefix scorer's")
         every["ctc"] = CTCPrefixScorer(model_scorer.vocab_size(), ctc_blank_id, eos_id, cfg.ctc_window)
         weights["ctc"] = cfg.ctc_weight
-    return LabelSyncSearch(
+    search = LabelSyncSearch(
         every, weights,
         eos_id=eos_id, beam=cfg.beam, nbest=cfg.nbest, length_norm=cfg.length_norm,
         max_length_ratio=cfg.max_length_ratio, max_length=cfg.max_length, pre_beam=cfg.pre_beam,
         pre_beam_eos=cfg.pre_beam_eos, detokenize=detokenize,
     )
+    if cfg.ctc_draft is None:
+        return search
+    assert ctc_blank_id is not None  # checked above
+    return CTCDraftSearch(search, ctc_blank_id, cfg.ctc_draft)
 
 
 def _named_fused(cfg: FusionConfig, scorers: Mapping[str, Scorer], main: str | None = None) -> dict[str, Scorer]:

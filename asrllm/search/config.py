@@ -82,6 +82,8 @@ class SearchConfig:
     # head); 0 = off. Set pre_beam with it: only P candidates per hypothesis get CTC prefix scores
     ctc_window: int | None = None  # joint decoding: a label starts within this many CTC frames of its
     # prefix's peak (search/ctc_prefix.py); None = anywhere
+    ctc_draft: float | None = None  # speed-up (self-speculative): an utterance whose every CTC frame has a best
+    # posterior >= this takes its CTC greedy path if the model agrees with it everywhere (search/speculative.py)
     ctc_model: str | None = None  # joint decoding with a separate CTC AM of the same labels: a name of the
     # decode config's ctc_models; None = the model's own CTC head
     # CTC only
@@ -128,7 +130,7 @@ class SearchConfig:
                       "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None,
                       "pre_beam_eos": self.pre_beam_eos,
                       "ctc_weight": self.ctc_weight != 0.0, "ctc_window": self.ctc_window is not None,
-                      "ctc_model": self.ctc_model is not None}
+                      "ctc_model": self.ctc_model is not None, "ctc_draft": self.ctc_draft is not None}
         if self.method == "label_sync":
             misplaced = sorted(name for name, value in ctc_only.items() if value is not None)
             if misplaced:
@@ -150,6 +152,10 @@ class SearchConfig:
             if self.ctc_window is not None and (self.ctc_weight == 0 or self.ctc_window < 0):
                 raise ValueError(f"SearchConfig: ctc_window={self.ctc_window} needs ctc_weight > 0 and must be >= 0 "
                                  f"frames (ctc_weight={self.ctc_weight})")
+            if self.ctc_draft is not None and not 0 <= self.ctc_draft <= 1:
+                raise ValueError(f"SearchConfig: ctc_draft={self.ctc_draft} is a posterior probability in [0, 1] or null")
+            if self.ctc_draft is not None and self.nbest != 1:
+                raise ValueError(f"SearchConfig: ctc_draft gives one hypothesis per utterance (nbest={self.nbest})")
             if self.ctc_model is not None and self.ctc_weight == 0:
                 raise ValueError(f"SearchConfig: ctc_model={self.ctc_model!r} needs ctc_weight > 0")
             if self.pre_beam is not None and self.pre_beam < 1:

@@ -170,6 +170,16 @@ class LMScorer(Scorer):
         logp, _ = self.score(tokens, lengths, state)
         return logp[:, self.lm.eos_id]
 
+    def label_distributions(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
+        """(N, L + 1, V) tempered log-probs after the state's context and after each label, in ONE call."""
+        assert isinstance(state, LMScorerState) and not bool(state.fed.any()), "a state that has seen no labels"
+        first = self._next(state)[:, None]  # (N, 1, V) after the context
+        if tokens.shape[1] == 0:
+            return first
+        all_logp, _ = self.lm.score(tokens, lengths, state.lm)  # (N, L, V) after each label
+        self.stats.count(lengths, state.utt)
+        return torch.cat([first, self._temper(all_logp)], dim=1)
+
     def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """(N,) log p(labels, EOS) of whole sequences in ONE full forward pass (N-best rescoring);
         with a temperature, through the incremental default (the renormalisation is per position)."""

@@ -110,6 +110,17 @@ class Scorer(abc.ABC):
             total += torch.where((start <= pos) & (pos < stop), gained, torch.zeros_like(gained))
         return total, state
 
+    def label_distributions(self, tokens: Tensor, lengths: Tensor, state: BatchedState | None) -> Tensor:
+        """(optional) (N, L + 1, V) log-scores of the label after each prefix tokens[n, :i], i = 0..L
+        (teacher forcing: what verifying a draft needs), from a state that has seen none of the labels;
+        rows beyond lengths[n] repeat the last. The default calls `score` once per position; scorers
+        that take several labels in one call (`LMScorer`) override it."""
+        out = []
+        for i in range(tokens.shape[1] + 1):
+            logp, state = self.score(tokens, torch.full_like(lengths, i).clamp(max=lengths), state)
+            out.append(logp)
+        return torch.stack(out, dim=1)
+
     def score_sequence(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """(optional) Whole-sequence log-score (N,) float64 of label sequences tokens (N, L), lengths (N,),
         end of sentence included: what N-best rescoring adds. The default is `score_labels` from an

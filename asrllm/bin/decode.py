@@ -1,6 +1,7 @@
-"""Decode a data dir with a trained model (a CTC AM, a speech LLM): every method of the decode config
-from ONE encoder pass. CTC searches read a CTC AM's log-probs, or a speech LLM's aux CTC head;
-`label_sync` decodes a speech LLM (with LMs of its labels fused per label, if a method says so).
+"""Decode a data dir with a trained model (a CTC AM, a speech LLM, an AED): every method of the decode
+config from ONE encoder pass. CTC searches read a CTC AM's log-probs, or a speech LLM's aux CTC head
+or an AED's CTC head; `label_sync` decodes a speech LLM or an AED (with LMs of its labels fused per
+label, or jointly with CTC, if a method says so).
 
     python -m asrllm.bin.decode --config conf/decode_ctc.yaml --model-dir exp/ctc \\
         --data data/test [--checkpoint average] [--num-jobs 4 --job 0] [--force] [key.path=value ...]
@@ -55,13 +56,14 @@ from asrllm.locking import DirLock
 from asrllm.models.ctc_prior import load_prior
 from asrllm.models.trained import load_trained_model, model_record
 from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, write_record
+from asrllm.models.aed import AED
 from asrllm.models.ctc_model import CTCModel
 from asrllm.models.speech_llm import SpeechLLM
 from asrllm.search import LabelPrior, NBestEntry, Scorer, SearchConfig, build_search, write_nbest_jsonl
 from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.speculative import CTCDraftSearch
 from asrllm.search.lm_scorer import LMSpec, lm_record, load_lm_scorer
-from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+from asrllm.search.model_scorers import AEDScorer, SpeechLLMScorer, encoder_output
 
 log = logging.getLogger("asrllm.decode")
 
@@ -168,6 +170,8 @@ def clear_stale(out_dir: Path, part: str, num_jobs: int, force: bool) -> None:
 def search_roles(model: torch.nn.Module, tokenizer_blank_id: int) -> tuple[dict[str, Scorer], int | None, int | None]:
     """What the searches get from the model: its label-synchronous scorer ({} for a CTC AM), the
     CTC blank id of its CTC head (None: no head) and its EOS label (None: not label-synchronous)."""
+    if isinstance(model, AED):
+        return {"aed": AEDScorer(model)}, tokenizer_blank_id if model.ctc_head is not None else None, model.eos_id
     if isinstance(model, SpeechLLM):
         blank = model.ctc_blank_id if model.ctc_head is not None else None
         return {"speech_llm": SpeechLLMScorer(model)}, blank, model.eos_id
@@ -240,7 +244,8 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
             scfg = cfg.methods[name]
             if scfg.method != "label_sync" and blank_id is None:
                 raise ValueError(f"methods.{name}: method {scfg.method!r} is a CTC search, but this "
-                                 f"{type(model).__name__} has no CTC head (set model.aux_ctc_weight > 0 to train one)")
+                                 f"{type(model).__name__} has no CTC head (train one: a speech LLM with "
+                                 "model.aux_ctc_weight > 0, an AED with model.ctc_weight > 0)")
             blank = tokenizer.blank_id if name in ctc_of else blank_id  # the CTC AM's blank: the same labels
             searches[name] = build_search(scfg, blank_id=blank if blank is not None else -1,
                                           detokenize=lambda ids: one_line(tokenizer.decode(ids)),

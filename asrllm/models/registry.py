@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from torch import nn
 
+from asrllm.models.aed import AED, AEDConfig
 from asrllm.models.ctc_model import CTCModel, CTCModelConfig
 from asrllm.models.lm_model import LMModel, LMModelConfig
 from asrllm.models.speech_llm import SpeechLLM, SpeechLLMConfig
@@ -48,6 +49,7 @@ class TrainData(Protocol):
 
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
+    "aed": (AEDConfig, AED),
     "ctc": (CTCModelConfig, CTCModel),
     "lm": (LMModelConfig, LMModel),
     "speech_llm": (SpeechLLMConfig, SpeechLLM),

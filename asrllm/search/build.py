@@ -174,7 +174,8 @@ def build_label_sync(
     every = {main: model_scorer, **fused}
     if (cfg.ctc_weight > 0 or cfg.ctc_draft is not None) and ctc_blank_id is None:
         raise ValueError(f"search.ctc_weight={cfg.ctc_weight}, ctc_draft={cfg.ctc_draft}: this model has no CTC head "
-                         "to decode with (train it with model.aux_ctc_weight > 0)")
+                         "to decode with (train one: a speech LLM with model.aux_ctc_weight > 0, an AED with "
+                         "model.ctc_weight > 0)")
     if cfg.ctc_weight > 0:
         assert ctc_blank_id is not None  # checked above
         if "ctc" in every:

@@ -57,7 +57,8 @@ class CTCFrames:
     """The CTC posteriors of the B utterances, shared by all their hypotheses (not a tensor field:
     `BatchedState.select` carries it over unchanged)."""
 
-    log_probs: Tensor  # (B, T, V') float64, clamped at _FLOOR; frames >= lens[b] are 0 (never read)
+    by_label: Tensor  # (B, V', T) float64 log-probs, label-major (a candidate's frames are one contiguous
+    # row), clamped at _FLOOR; frames >= lens[b] are 0 (never read)
     lens: Tensor  # (B,) int64 valid frames
 
 
@@ -66,7 +67,7 @@ class CTCPrefixState(BatchedState):
     """Prefix variables of N hypotheses; after `score_partial` also those of their S candidates."""
 
     frames: CTCFrames
-    utt: Tensor  # (N,) int64 utterance of each hypothesis (row of frames.log_probs)
+    utt: Tensor  # (N,) int64 utterance of each hypothesis (row of frames.by_label)
     r: Tensor  # (N, 2, T) float64 log r^n_t(g), log r^b_t(g)
     log_psi: Tensor  # (N,) float64 log ψ(g)
     last: Tensor  # (N,) int64 last label of g (-1: g is empty)
@@ -107,9 +108,9 @@ class CTCPrefixScorer(PartialScorer):
                              f"{self._vocab_size} labels and blank {self.blank_id}")
         valid = torch.arange(log_probs.shape[1], device=lens.device) < lens[:, None]  # (B, T)
         log_probs = log_probs.clamp(min=_FLOOR).masked_fill(~valid[..., None], 0.0)
-        frames = CTCFrames(log_probs, lens)
+        frames = CTCFrames(log_probs.transpose(1, 2).contiguous(), lens)
         utt = torch.arange(batch_size, device=lens.device).repeat_interleave(beam)  # (N,)
-        blank = log_probs[utt, :, self.blank_id]  # (N, T)
+        blank = frames.by_label[utt, self.blank_id]  # (N, T)
         r = torch.stack([torch.full_like(blank, -torch.inf), blank.cumsum(1)], dim=1)  # (N, 2, T)
         zeros = torch.zeros(utt.shape[0], dtype=torch.float64, device=lens.device)
         return CTCPrefixState(frames, utt, r, zeros, torch.full_like(utt, -1))
@@ -122,11 +123,11 @@ class CTCPrefixScorer(PartialScorer):
         assert isinstance(state, CTCPrefixState), type(state)
         frames, utt = state.frames, state.utt
         n, s = cand.shape
-        t_max = frames.log_probs.shape[1]
+        t_max = frames.by_label.shape[2]
         t = torch.arange(t_max, device=cand.device)
         col = cand.clamp(min=0, max=self._vocab_size - 1)  # EOS / blank candidates: any column, overwritten below
-        x = frames.log_probs[utt[:, None, None], t[None, None, :], col[:, :, None]]  # (N, S, T)
-        blank = frames.log_probs[utt, :, self.blank_id]  # (N, T)
+        x = frames.by_label[utt[:, None], col]  # (N, S, T)
+        blank = frames.by_label[utt, self.blank_id]  # (N, T)
         r_n, r_b = state.r[:, 0], state.r[:, 1]  # (N, T) each
         repeat = cand == state.last[:, None]  # (N, S) c = last(g): only alignments through a blank
         phi = torch.where(repeat[..., None], r_b[:, None, :], torch.logaddexp(r_n, r_b)[:, None, :])  # (N, S, T)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from asrllm.config import atomic_write_text
 from asrllm.eval.comparison import comparison_section, system_kind
 
 
@@ -118,6 +119,21 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         kind=system_kind(m.get("model_kind"), m.get("search")),
         hallucination=m.get("hallucination") or {},
     )
+
+
+def save_rows(path: str | Path, rows: Sequence[ResultRow], ppl_rows: Sequence[PerplexityRow]) -> None:
+    """The rows behind a RESULTS.md as JSON (what `load_saved_rows` reads back), written atomically."""
+    data = {"results": [dataclasses.asdict(r) for r in rows], "perplexities": [dataclasses.asdict(r) for r in ppl_rows]}
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def load_saved_rows(path: str | Path) -> tuple[list[ResultRow], list[PerplexityRow]]:
+    """The rows `save_rows` wrote to `path`; an unreadable file is a ValueError naming it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return [ResultRow(**r) for r in data["results"]], [PerplexityRow(**r) for r in data["perplexities"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not the rows of a RESULTS.md written by make_results ({e})") from None
 
 
 def describe_search(search: Any) -> str:

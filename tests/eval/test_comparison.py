@@ -60,3 +60,23 @@ def test_best_per_kind_is_chosen_on_dev_and_shows_the_probe(tmp_path: Path, monk
     assert "| speech LLM | sllm | beam4 | 0.00 | 0.00 | 0.00 | 33.33 | 33.33 | 4 | 5.0 |" in section  # la la la la
     assert "![WER against RTFx of every system](RESULTS_wer_rtfx.png)" in section
     assert (tmp_path / "RESULTS_wer_rtfx.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rows_of_gone_experiments_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for model in ("a", "b"):
+        write_scoring(tmp_path / "exp" / model / "decode_dev_greedy", REFS, {"u1": "alpha", "u2": "", "n1": ""}, 10.0, 1.0,
+                      extra={"model": model, "method": "greedy", "test_set": "dev", "command": f"run {model}-model"})
+    assert make_results(["exp", "--out", "RESULTS.md"]) == 0
+    first = (tmp_path / "RESULTS.md").read_text()
+    assert (tmp_path / "RESULTS.json").is_file()
+    (tmp_path / "RESULTS.json").rename(tmp_path / "old.json")
+    import shutil
+
+    shutil.rmtree(tmp_path / "exp" / "a")  # a's experiment is gone (another session)
+    assert make_results(["exp", "--out", "RESULTS.md"]) == 0
+    assert "run a-model" not in (tmp_path / "RESULTS.md").read_text()
+    assert make_results(["exp", "--out", "RESULTS.md", "--keep", "old.json"]) == 0
+    assert (tmp_path / "RESULTS.md").read_text() == first  # a's row from the kept file, b's from its dir
+    (tmp_path / "bad.json").write_text("{}")
+    assert make_results(["exp", "--out", "RESULTS.md", "--keep", "bad.json"]) == 1

@@ -1,13 +1,14 @@
 """Benchmark: asrllm's joint speech-LLM + CTC label-synchronous search against ESPnet's
 BatchBeamSearch + CTCPrefixScorer, on the SAME trained speech LLM and the SAME CTC log-probs (issue 10).
 
-    python benchmarks/bench_espnet_joint.py --recipe egs/mini_synth/asr1 --model exp/<speech LLM> \\
+    cd egs/mini_synth/asr1 && python ../../../benchmarks/bench_espnet_joint.py --recipe . --model exp/<speech LLM> \\
         [--checkpoint average] [--set test] [--max-utts 100] [--beams 4] [--pre-beams 8] \\
         [--ctc-weights 0.3] [--batch-utts 8] [--max-length-ratio 1.0] [--max-length N] \\
         [--venv /tmp/espnet/venv] [--work-dir /tmp/espnet/work] [--out results.json]
     python benchmarks/bench_espnet_joint.py --self-check     # tiny untrained model: must be 100 % identical
 
-Run with the project's venv. The model must be a speech LLM trained with an aux CTC head
+Run with the project's venv, from the recipe dir (a model's relative paths, e.g. its LLM source,
+are relative to it). The model must be a speech LLM trained with an aux CTC head
 (model.aux_ctc_weight > 0). ESPnet lives in a venv of its own (--venv), made where missing:
 /usr/bin/python3.11 -m venv, the project's torch pin alone, the project's requirements
 (tools/install.sh's steps), asrllm editable, then benchmarks/peers/requirements-espnet.txt with

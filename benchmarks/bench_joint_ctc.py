@@ -1,7 +1,7 @@
 """Benchmark: joint speech-LLM + CTC decoding (issue 10) — its cost next to the decoder alone, the
 speed-up of each optimisation against the naive search, and the CTC prefix scorer's memory per step.
 
-    python benchmarks/bench_joint_ctc.py --recipe egs/mini_synth/asr1 --model exp/sllm_interface_prefix \\
+    cd egs/mini_synth/asr1 && python ../../../benchmarks/bench_joint_ctc.py --recipe . --model exp/sllm_interface_prefix \\
         [--set test] [--max-utts 40] [--beam 4] [--ctc-weight 0.3] [--batch-utts 8] [--out /tmp/joint.md]
 
 One encoder pass per batch (the speech vectors and the aux CTC head's log-probs), shared by every

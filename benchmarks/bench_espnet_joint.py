@@ -80,21 +80,14 @@ import sys
 import time
 from pathlib import Path
 
+from bench_fusion_peers import run  # the benchmarks' one subprocess runner (same directory: sys.path[0])
+
 REPO = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = REPO / "benchmarks/peers/espnet_joint.py"
 ESPNET_REQUIREMENTS = REPO / "benchmarks/peers/requirements-espnet.txt"
 BASE_PYTHON = "/usr/bin/python3.11"
 PROBE = ("import espnet, espnet.nets.batch_beam_search, espnet.nets.scorers.ctc, asrllm, transformers; "
          "assert espnet.__version__ == '202511', espnet.__version__")
-
-
-def run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    """Run argv (a list, never a shell string); a failure raises with its output's tail and `what`."""
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-20:])
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(map(str, argv))}\n{tail}")
-    return proc
 
 
 def ensure_espnet_venv(venv: Path) -> tuple[Path, float]:

@@ -60,6 +60,7 @@ from asrllm.models.aed import AED
 from asrllm.models.ctc_model import CTCModel
 from asrllm.models.speech_llm import SpeechLLM
 from asrllm.search import LabelPrior, NBestEntry, Scorer, SearchConfig, build_search, write_nbest_jsonl
+from asrllm.search.config import search_record
 from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.speculative import CTCDraftSearch
 from asrllm.search.lm_scorer import LMSpec, lm_record, load_lm_scorer
@@ -212,7 +213,7 @@ def decode(args: argparse.Namespace, command: str, locks: contextlib.ExitStack) 
         cfg = load_config(DecodeConfig, args.config, parse_overrides(args.overrides))
         shared_inputs = {**model_record(args.model_dir, args.checkpoint), "data": datadir_digest(args.data)}
         fused = fusion_inputs(cfg, args.model_dir)
-        inputs = {name: {**shared_inputs, **flatten(scfg, "search"), **fused[name]} for name, scfg in cfg.methods.items()}
+        inputs = {name: {**shared_inputs, **search_record(scfg), **fused[name]} for name, scfg in cfg.methods.items()}
         out_dirs = {name: args.model_dir / f"decode_{set_name}_{name}" for name in cfg.methods}
         todo = [
             name for name, out_dir in out_dirs.items()

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
+
+from asrllm.provenance import flatten
 
 MethodName = Literal["ctc_greedy", "ctc_time_sync", "label_sync"]  # keys of build.SEARCHES
 ScheduleName = Literal["none", "label_wise", "delayed"]  # keys of build.SCHEDULES
@@ -78,6 +80,9 @@ class SearchConfig:
     pre_beam: int | None = None  # P: labels per hypothesis the partial scorers (CTC prefix) score; None = all
     pre_beam_eos: bool = False  # the pre-beam is the best P labels other than EOS plus EOS: CTC can end a
     # hypothesis that the model ranks EOS low in (noise, truncated audio); False = ESPnet's pre-beam
+    free_eos: bool = False  # every hypothesis may end at every label without taking a beam slot (K slots for
+    # continuing ones): finds short outputs that ESPnet's top K over all candidates prunes, e.g. the empty
+    # one on noise (search/label_sync.py); with a pre_beam it needs pre_beam_eos. False = ESPnet's rule
     ctc_weight: float = 0.0  # λ: joint decoding, (1 − λ)·log p_model + λ·log p_CTC prefix (the model's CTC
     # head); 0 = off. Set pre_beam with it: only P candidates per hypothesis get CTC prefix scores
     ctc_window: int | None = None  # joint decoding: a label starts within this many CTC frames of its
@@ -128,7 +133,7 @@ class SearchConfig:
                                                              "soft_collapse")}
         label_only = {"length_norm": self.length_norm != 0.0, "max_length_ratio": self.max_length_ratio != 1.0,
                       "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None,
-                      "pre_beam_eos": self.pre_beam_eos,
+                      "pre_beam_eos": self.pre_beam_eos, "free_eos": self.free_eos,
                       "ctc_weight": self.ctc_weight != 0.0, "ctc_window": self.ctc_window is not None,
                       "ctc_model": self.ctc_model is not None, "ctc_draft": self.ctc_draft is not None}
         if self.method == "label_sync":
@@ -160,6 +165,11 @@ class SearchConfig:
                 raise ValueError(f"SearchConfig: ctc_model={self.ctc_model!r} needs ctc_weight > 0")
             if self.pre_beam is not None and self.pre_beam < 1:
                 raise ValueError(f"SearchConfig: pre_beam={self.pre_beam} must be >= 1 or null (= all labels)")
+            if self.free_eos and self.pre_beam is not None and self.ctc_weight > 0 and not self.pre_beam_eos:
+                raise ValueError("SearchConfig: free_eos with a pre_beam needs pre_beam_eos=true (every hypothesis' EOS "
+                                 "gets its CTC score)")
+            if self.free_eos and self.ctc_draft is not None:
+                raise ValueError("SearchConfig: ctc_draft and free_eos do not combine (a draft is verified against the search without free_eos)")
             if self.pre_beam_eos and self.pre_beam is None:
                 raise ValueError("SearchConfig: pre_beam_eos=true needs a pre_beam (without one every label is scored)")
         else:
@@ -167,3 +177,24 @@ class SearchConfig:
             if misplaced:
                 raise ValueError(f"SearchConfig: {', '.join(misplaced)} only apply to method='label_sync' "
                                  f"(method={self.method!r})")
+
+
+# Options added after decodes had been recorded, each with a default that keeps the old behaviour: at
+# that default they stay out of a decode's record, so those decodes stay up to date (as options added
+# later stay out of training records, asrllm.train.experiment).
+RECORDED_ONLY_WHEN_SET = ("free_eos",)
+
+
+def search_record(cfg: SearchConfig) -> dict[str, Any]:
+    """The `search.*` inputs of a decode's record (asrllm.provenance).
+
+    >>> "search.free_eos" in search_record(SearchConfig()), search_record(SearchConfig(method="label_sync",
+    ...     free_eos=True))["search.free_eos"]
+    (False, True)
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    out = flatten(cfg, "search")
+    for name in RECORDED_ONLY_WHEN_SET:
+        if getattr(cfg, name) == defaults[name]:
+            del out[f"search.{name}"]
+    return out

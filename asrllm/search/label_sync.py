@@ -17,6 +17,11 @@ dispatch; whisper's `_main_loop` for the end rules):
    only fall) when its `nbest` best finished hypotheses score at least its best running one: an exact
    stop, not a heuristic; with length normalisation, once it has K finished ones (whisper's rule).
    Done utterances leave the batch.
+With `free_eos` step 3 changes: every hypothesis' EOS extension is offered to its utterance's finished
+list (kept when it ranks among the `nbest` best finished so far) and the K beam slots go to the best
+continuing candidates only. ESPnet's top K over all candidates prunes an EOS ranked low at its step
+even when it would end best overall: the empty output on noise, which a speech LLM trained without
+noise scores above any word sequence but ranks below the first words (docs/joint_ctc.md).
 Hypotheses at their utterance's maximum length may only end (max_length_ratio · speech vectors,
 capped by max_length and by what each scorer has room for, `Scorer.max_labels`). The final order divides each total by (labels + 1)^length_norm (EOS counted):
 0 = plain sum, 1 = per label. Pruning always uses the plain totals.
@@ -54,6 +59,7 @@ class LabelSyncSearch:
         max_length: int | None = None,
         pre_beam: int | None = None,
         pre_beam_eos: bool = False,
+        free_eos: bool = False,
         detokenize: Callable[[list[int]], str] | None = None,
     ) -> None:
         if not scorers or set(scorers) != set(weights):
@@ -81,6 +87,10 @@ class LabelSyncSearch:
         self.max_length = max_length
         self.pre_beam = pre_beam if self.partial else None  # without partial scorers every label is scored anyway
         self.pre_beam_eos = pre_beam_eos  # the pre-beam is the best P labels other than EOS, plus EOS
+        if free_eos and self.pre_beam is not None and not pre_beam_eos:
+            raise ValueError("LabelSyncSearch: free_eos with a pre-beam needs pre_beam_eos (every hypothesis' EOS "
+                             "must be scored by the partial scorers too)")
+        self.free_eos = free_eos  # EOS extensions end hypotheses without taking beam slots
         self.exact_stop = length_norm == 0 and bool((self.weights >= 0).all())  # totals never rise
         self.detokenize = detokenize
 
@@ -122,7 +132,17 @@ class LabelSyncSearch:
             n, S = cand.shape
             step = total[:, None] + self._weighted(cand_scores)  # (N, S)
             ending = lengths >= max_len[utt]  # (N,) at the maximum length: EOS only
-            if bool(ending.any()):
+            if self.free_eos:  # every EOS extension is offered to the finished lists; the K slots go on
+                is_eos = cand == self.eos_id  # (N, S): one column per hypothesis
+                eos_total, eos_col = step.masked_fill(~is_eos, -math.inf).max(dim=1)  # (N,)
+                enters = self.rank_score(eos_total, lengths) > best_done[utt, -1]  # (N,) into its utterance's n-best
+                rows = enters.nonzero().squeeze(1)
+                if rows.numel():
+                    eos_scores = scores[rows] + torch.stack([s[rows, eos_col[rows]] for s in cand_scores], dim=1)
+                    self._finish(finished, best_done, num_done, utt[rows], tokens[rows], lengths[rows],
+                                 eos_total[rows], eos_scores)
+                step = step.masked_fill(is_eos | ending[:, None], -math.inf)
+            elif bool(ending.any()):
                 step = step.masked_fill(ending[:, None] & (cand != self.eos_id), -math.inf)
             Ba = n // K
             top, idx = step.view(Ba, K * S).topk(K, dim=1)  # (Bₐ, K) best candidates per utterance
@@ -137,13 +157,8 @@ class LabelSyncSearch:
             tokens, lengths = tokens[src], lengths[src]
             if bool(ends.any()):
                 rows = ends.nonzero().squeeze(1)
-                finished.append((utt[rows], tokens[rows], lengths[rows], top[rows], new_scores[rows]))
-                ranked = self._rank_score(top[rows], lengths[rows])
-                per_utt = torch.full((B, K), -math.inf, dtype=torch.float64, device=dev)  # this step's, by utterance
-                slot = torch.arange(rows.numel(), device=dev) - torch.searchsorted(utt[rows], utt[rows])
-                per_utt[utt[rows], slot] = ranked  # rows are in utterance order (topk keeps utterances apart)
-                best_done = torch.cat([best_done, per_utt], dim=1).topk(self.nbest, dim=1).values
-                num_done += torch.bincount(utt[rows], minlength=B)
+                self._finish(finished, best_done, num_done, utt[rows], tokens[rows], lengths[rows], top[rows],
+                             new_scores[rows])
             write = lengths.clamp(max=tokens.shape[1] - 1)
             tokens[torch.arange(n, device=dev), write] = torch.where(runs, label, tokens[torch.arange(n, device=dev), write])
             lengths = lengths + runs.long()
@@ -198,7 +213,19 @@ class LabelSyncSearch:
             total = term if total is None else total + term
         return total
 
-    def _rank_score(self, total: Tensor, lengths: Tensor) -> Tensor:
+    def _finish(self, finished: list[tuple[Tensor, ...]], best_done: Tensor, num_done: Tensor, utt: Tensor,
+                tokens: Tensor, lengths: Tensor, total: Tensor, scores: Tensor) -> None:
+        """Record ended hypotheses (rows in utterance order, at most K per utterance) in `finished` and
+        update each utterance's `nbest` best ranking scores (B, nbest) and count (B,) in place."""
+        finished.append((utt, tokens, lengths, total, scores))
+        ranked = self.rank_score(total, lengths)
+        per_utt = torch.full((best_done.shape[0], self.beam), -math.inf, dtype=torch.float64, device=total.device)
+        slot = torch.arange(utt.numel(), device=utt.device) - torch.searchsorted(utt, utt)
+        per_utt[utt, slot] = ranked
+        best_done[:] = torch.cat([best_done, per_utt], dim=1).topk(self.nbest, dim=1).values
+        num_done += torch.bincount(utt, minlength=num_done.shape[0])
+
+    def rank_score(self, total: Tensor, lengths: Tensor) -> Tensor:
         """Final ranking score of finished hypotheses: total / (labels + 1)^length_norm."""
         if self.length_norm == 0:
             return total
@@ -218,7 +245,7 @@ class LabelSyncSearch:
         if not finished:
             return [[NBestEntry(i, 0, [], "", -math.inf, {})] for i in ids]
         utt, tokens, lengths, total, scores = (torch.cat(parts) for parts in zip(*finished))
-        ranked = self._rank_score(total, lengths)
+        ranked = self.rank_score(total, lengths)
         order = torch.argsort(-ranked, stable=True)
         order = order[torch.argsort(utt[order], stable=True)]  # by utterance, best first within
         for i in order.tolist():

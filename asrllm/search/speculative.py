@@ -114,7 +114,7 @@ class CTCDraftSearch:
                                         blank=self.blank_id, reduction="none", zero_infinity=False)
         weights = dict(zip(search.names, search.weights.tolist()))
         total = sum(weights[name] * value for name, value in totals.items())  # (C,)
-        ranked = search._rank_score(total, lengths)
+        ranked = search.rank_score(total, lengths)
         out: list[list[NBestEntry] | None] = []
         for c in range(C):
             if not bool(agree[c]):

@@ -146,13 +146,14 @@ def joint_setup(char_dir):  # noqa: F811 (the fixture's value)
     return model, batch, enc, scorers
 
 
-@pytest.mark.parametrize("ctc_weight", [0.3, 0.7])
-def test_joint_search_at_a_wide_beam_equals_exhaustive_search_of_the_combined_objective(char_dir, ctc_weight):  # noqa: F811
+@pytest.mark.parametrize("ctc_weight,free_eos", [(0.3, False), (0.7, False), (0.3, True)])
+def test_joint_search_at_a_wide_beam_equals_exhaustive_search_of_the_combined_objective(char_dir, ctc_weight,  # noqa: F811
+                                                                                        free_eos):
     model, batch, enc, scorers = joint_setup(char_dir)
     weights = {"speech_llm": 1 - ctc_weight, "ctc": ctc_weight}
     max_len, V6 = 3, model.llm.vocab_size
     search = LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=V6 ** max_len, nbest=3,
-                             max_length=max_len, max_length_ratio=None)
+                             max_length=max_len, max_length_ratio=None, free_eos=free_eos)
     labels = [v for v in range(V6) if v not in (model.eos_id, 0)]  # blank (0) scores -inf under CTC
     seqs = [list(s) for n in range(max_len + 1) for s in itertools.product(labels, repeat=n)]
     tokens = torch.tensor([s + [1] * (max_len - len(s)) for s in seqs])
@@ -329,3 +330,22 @@ def test_pre_beam_eos_adds_eos_to_the_best_other_labels(char_dir):  # noqa: F811
     assert torch.equal(cand[:, :2], best_other)
     with pytest.raises(ValueError, match="pre_beam_eos"):
         SearchConfig(method="label_sync", ctc_weight=0.3, pre_beam_eos=True)
+
+
+def test_free_eos_with_the_pre_beam_of_every_label_equals_unpruned_free_eos(char_dir):  # noqa: F811
+    model, batch, enc, scorers = joint_setup(char_dir)
+    weights = {"speech_llm": 0.7, "ctc": 0.3}
+
+    def run(**kw):
+        return [[(x.tokens, x.score) for x in e] for e in LabelSyncSearch(
+            scorers, weights, eos_id=model.eos_id, beam=2, nbest=2, max_length=6, max_length_ratio=None, free_eos=True,
+            **kw)(enc, batch.ids)]
+
+    assert run(pre_beam=model.llm.vocab_size - 1, pre_beam_eos=True) == run()
+    with pytest.raises(ValueError, match="pre_beam_eos"):
+        run(pre_beam=2)
+    with pytest.raises(ValueError, match="pre_beam_eos"):
+        SearchConfig(method="label_sync", ctc_weight=0.3, pre_beam=8, free_eos=True)
+    with pytest.raises(ValueError, match="ctc_draft and free_eos"):
+        SearchConfig(method="label_sync", ctc_weight=0.3, ctc_draft=0.9, free_eos=True)
+    SearchConfig(method="label_sync", ctc_weight=0.3, pre_beam=8, pre_beam_eos=True, free_eos=True)

@@ -61,13 +61,13 @@ def exhaustive(model, enc, b, max_len):
     return sorted(zip(totals.tolist(), seqs), key=lambda x: -x[0])
 
 
-@pytest.mark.parametrize("interface", ["prefix", "merged_attention"])
-def test_wide_beam_equals_exhaustive_search(char_dir, interface):
+@pytest.mark.parametrize("interface,free_eos", [("prefix", False), ("merged_attention", False), ("prefix", True)])
+def test_wide_beam_equals_exhaustive_search(char_dir, interface, free_eos):
     model = make_model(char_dir, interface, PromptConfig("A", "B"))
     batch = dummy_batch(2, max_samples=3200, seed=1)
     enc = encoder_output(model, batch.audio, batch.audio_lens)
     max_len = 3
-    search = search_for(model, beam=5 ** max_len, nbest=4, max_length=max_len, max_length_ratio=None)
+    search = search_for(model, beam=5 ** max_len, nbest=4, max_length=max_len, max_length_ratio=None, free_eos=free_eos)
     for b, entries in enumerate(search(enc, batch.ids)):
         ref = exhaustive(model, enc, b, max_len)[:4]
         assert [e.tokens for e in entries] == [r[1] for r in ref]
@@ -179,3 +179,51 @@ def test_lm_fusion_on_a_speech_llm_equals_exhaustive_search_of_the_sum(char_dir)
         assert [e.score for e in fused[b]] == pytest.approx([t[0] for t in total], abs=1e-4)
         assert [e.scores["lm"] for e in fused[b]] == pytest.approx([t[2] for t in total], abs=1e-4)
         assert [e.tokens for e in plain[b]] == [e.tokens for e in alone[b]]
+
+
+def greedy_continuation_with_every_end(model, enc, b, max_len):
+    """free_eos at beam 1, by full forward passes: follow the best non-EOS label from the empty prefix and
+    end it after each of its prefixes; -> (best total log p incl. EOS, its labels)."""
+    V = model.llm.vocab_size
+    state = model.context(enc.states[b : b + 1], enc.lens[b : b + 1])
+
+    def logp(seq):  # (log p of the labels, log p of the labels + EOS)
+        cols = model.transcript_log_probs(state, torch.tensor([seq or [0]]), torch.tensor([len(seq)]))[0].double()
+        return cols[: len(seq)].sum().item(), cols.sum().item()
+
+    prefix, best = [], (-float("inf"), [])
+    with torch.no_grad():
+        for t in range(max_len + 1):
+            best = max(best, (logp(prefix)[1], list(prefix)), key=lambda x: x[0])
+            if t == max_len:
+                break
+            prefix.append(max((v for v in range(V) if v != model.eos_id), key=lambda v: logp(prefix + [v])[0]))
+    return best
+
+
+def test_free_eos_at_beam_one_ends_the_greedy_path_where_it_scores_best(char_dir):
+    model = make_model(char_dir, prompt=PromptConfig("AB ", " BA"), seed=3)
+    batch = dummy_batch(4, max_samples=4000, seed=5)
+    enc = encoder_output(model, batch.audio, batch.audio_lens)
+    max_len = 6
+    free = search_for(model, beam=1, max_length=max_len, max_length_ratio=None, free_eos=True)(enc, batch.ids)
+    plain = search_for(model, beam=1, max_length=max_len, max_length_ratio=None)(enc, batch.ids)
+    for b in range(4):
+        score, labels = greedy_continuation_with_every_end(model, enc, b, max_len)
+        assert free[b][0].tokens == labels
+        assert free[b][0].score == pytest.approx(score, abs=1e-4)
+        assert free[b][0].score >= plain[b][0].score - 1e-6  # plain greedy ends on one of these prefixes too
+    assert any(f[0].tokens != p[0].tokens for f, p in zip(free, plain))  # the rule matters on this model
+
+
+def test_free_eos_batched_equals_single(char_dir):
+    model = make_model(char_dir, prompt=PromptConfig("AB ", " BA"))
+    batch = dummy_batch(3, max_samples=4000, seed=2)
+    enc = encoder_output(model, batch.audio, batch.audio_lens)
+    search = search_for(model, beam=3, nbest=2, max_length=6, max_length_ratio=None, free_eos=True)
+    together = search(enc, batch.ids)
+    for b in range(3):
+        one = encoder_output(model, batch.audio[b : b + 1, : batch.audio_lens[b]], batch.audio_lens[b : b + 1])
+        alone = search(one, batch.ids[b : b + 1])[0]
+        assert [e.tokens for e in alone] == [e.tokens for e in together[b]]
+        assert [e.score for e in alone] == pytest.approx([e.score for e in together[b]], abs=1e-4)

@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 
 import torch
+from encoded import encoded_batches  # benchmarks/encoded.py (same directory: sys.path[0])
 
 from asrllm.data.datadir import read_datadir
-from asrllm.data.loader import inference_batches
 from asrllm.models.speech_llm import SpeechLLM
 from asrllm.models.trained import load_trained_model
 from asrllm.search import SearchConfig, build_search
 from asrllm.search.ctc_prefix import CTCPrefixScorer
-from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+from asrllm.search.model_scorers import SpeechLLMScorer
 
 _largest = {"elements": 0, "bytes": 0}  # the largest candidate block of the running setting
 
@@ -81,15 +81,7 @@ def main() -> None:
     model = load_trained_model(args.recipe / args.model, args.checkpoint, torch.device("cpu"))
     assert isinstance(model, SpeechLLM) and model.ctc_head is not None, "a speech LLM with an aux CTC head"
     utts = read_datadir(args.recipe / "data" / args.set)[: args.max_utts]
-    batches, encoder_seconds, audio_seconds = [], 0.0, 0.0
-    with torch.inference_mode():
-        for batch in inference_batches(utts, 1e9):  # one sorted list, cut into equal-count batches below
-            for i in range(0, len(batch), args.batch_utts):
-                audio, alens = batch.audio[i : i + args.batch_utts], batch.audio_lens[i : i + args.batch_utts]
-                start = time.perf_counter()
-                batches.append(encoder_output(model, audio[:, : int(alens.max())], alens, batch.ids[i : i + args.batch_utts]))
-                encoder_seconds += time.perf_counter() - start
-                audio_seconds += float(alens.sum()) / 16000
+    batches, encoder_seconds, audio_seconds = encoded_batches(model, utts, args.batch_utts)
     CTCPrefixScorer.score_partial = _recording(CTCPrefixScorer.score_partial)
     rows, naive_hyps, naive_seconds = [], None, None
     for name, (cfg, batched) in settings(args.beam, args.ctc_weight).items():
@@ -99,7 +91,7 @@ def main() -> None:
         hyps, seconds = [], 0.0
         with torch.inference_mode():
             for enc in batches:
-                parts = [enc] if batched else [_one(enc, b) for b in range(enc.batch_size)]
+                parts = [enc] if batched else [enc.rows([b]) for b in range(enc.batch_size)]
                 for part in parts:
                     start = time.perf_counter()
                     hyps += [entries[0].tokens for entries in search(part)]
@@ -122,13 +114,6 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text)
-
-
-def _one(enc, b: int):
-    """Utterance b of a batch's encoder output, cut to its own length (what a batch of one would give)."""
-    u, t = int(enc.lens[b]), int(enc.ctc_lens[b])
-    return dataclasses.replace(enc, lens=enc.lens[b : b + 1], states=enc.states[b : b + 1, :u],
-                               ctc_log_probs=enc.ctc_log_probs[b : b + 1, :t], ctc_lens=enc.ctc_lens[b : b + 1])
 
 
 if __name__ == "__main__":

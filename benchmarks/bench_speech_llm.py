@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+from encoded import encoded_batches  # benchmarks/encoded.py (same directory: sys.path[0])
 
 from asrllm.data.datadir import read_datadir
-from asrllm.data.loader import inference_batches
 from asrllm.models.speech_llm import SpeechLLM
 from asrllm.models.trained import load_trained_model
 from asrllm.search.label_sync import LabelSyncSearch
-from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+from asrllm.search.model_scorers import SpeechLLMScorer
 
 
 def hf_inputs(model: SpeechLLM, speech: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,13 +80,7 @@ def main() -> None:
     model = load_trained_model(args.recipe / args.model, args.checkpoint, torch.device("cpu"))
     assert isinstance(model, SpeechLLM) and model.cfg.interface == "prefix", "a prefix-interface speech LLM"
     utts = read_datadir(args.recipe / "data" / args.set)[: args.max_utts]
-    batches = []
-    with torch.inference_mode():
-        for batch in inference_batches(utts, 1e9):  # one sorted list, cut into equal-count batches below
-            for i in range(0, len(batch), args.batch_utts):
-                audio, alens = batch.audio[i : i + args.batch_utts], batch.audio_lens[i : i + args.batch_utts]
-                audio = audio[:, : int(alens.max())]
-                batches.append(encoder_output(model, audio, alens, batch.ids[i : i + args.batch_utts]))
+    batches, _, _ = encoded_batches(model, utts, args.batch_utts)
     rows = []
     for beam in args.beams:
         search = LabelSyncSearch({"speech_llm": SpeechLLMScorer(model)}, {"speech_llm": 1.0}, eos_id=model.eos_id,

@@ -49,6 +49,18 @@ class EncoderOutput:
     def batch_size(self) -> int:
         return int(self.lens.shape[0])
 
+    def rows(self, rows: list[int]) -> EncoderOutput:
+        """The encoder output of the utterances `rows` only, cut to their longest length (what a
+        batch of just those utterances would give)."""
+        idx = torch.tensor(rows, device=self.lens.device)
+        lens = self.lens[idx]
+        ctc_lens = None if self.ctc_lens is None else self.ctc_lens[idx]
+        u = int(lens.max())
+        t = int((ctc_lens if ctc_lens is not None else lens).max())
+        return EncoderOutput(lens=lens, states=None if self.states is None else self.states[idx, :u],
+                             ctc_log_probs=None if self.ctc_log_probs is None else self.ctc_log_probs[idx, :t],
+                             ctc_lens=ctc_lens)
+
 
 class Scorer(abc.ABC):
     """Scores the next label of N hypotheses over the full vocabulary (ESPnet `BatchScorerInterface`).

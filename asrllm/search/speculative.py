@@ -70,10 +70,10 @@ class CTCDraftSearch:
                    and self.search.eos_id not in drafts[b]]
         accepted: dict[int, list[NBestEntry]] = {}
         if drafted:
-            verified = self._verify(_rows(enc, drafted), [drafts[b] for b in drafted], [ids[b] for b in drafted])
+            verified = self._verify(enc.rows(drafted), [drafts[b] for b in drafted], [ids[b] for b in drafted])
             accepted = {b: entries for b, entries in zip(drafted, verified) if entries is not None}
         rest = [b for b in range(B) if b not in accepted]
-        searched = dict(zip(rest, self.search(_rows(enc, rest), [ids[b] for b in rest]))) if rest else {}
+        searched = dict(zip(rest, self.search(enc.rows(rest), [ids[b] for b in rest]))) if rest else {}
         self.stats.utterances += B
         self.stats.drafted += len(drafted)
         self.stats.accepted += len(accepted)
@@ -125,14 +125,3 @@ class CTCDraftSearch:
                                    {name: float(value[c]) for name, value in totals.items()})])
         return out
 
-
-def _rows(enc: EncoderOutput, rows: list[int]) -> EncoderOutput:
-    """The encoder output of the utterances `rows` only, cut to their longest length."""
-    idx = torch.tensor(rows, device=enc.lens.device)
-    lens = enc.lens[idx]
-    ctc_lens = None if enc.ctc_lens is None else enc.ctc_lens[idx]
-    u = int(lens.max())
-    t = int((ctc_lens if ctc_lens is not None else lens).max())
-    return EncoderOutput(lens=lens, states=None if enc.states is None else enc.states[idx, :u],
-                         ctc_log_probs=None if enc.ctc_log_probs is None else enc.ctc_log_probs[idx, :t],
-                         ctc_lens=ctc_lens)

@@ -34,6 +34,8 @@ from asrllm.data.synth.speech import (
     design_speakers,
     split_rate_pitch_pairs,
 )
+from asrllm.data.synth.normalize import normalize
+from asrllm.data.synth.sources import parse_fortunes, parse_wordnet_examples
 from asrllm.data.synth.text import (
     SUBSETS,
     Chunk,
@@ -41,10 +43,7 @@ from asrllm.data.synth.text import (
     SynthTextConfig,
     _quotas,
     find_proper_names,
-    normalize,
     oov_rate,
-    parse_fortunes,
-    parse_wordnet_examples,
     read_sources,
     select_text,
     split_passage,

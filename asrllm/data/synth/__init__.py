@@ -4,8 +4,9 @@
 """
 
 from asrllm.data.synth.corpus import SynthCorpusConfig, UttPlan, generate_corpus, plan_corpus
+from asrllm.data.synth.normalize import normalize
 from asrllm.data.synth.speech import Speaker, SynthSpeechConfig, design_speakers
-from asrllm.data.synth.text import SynthTextConfig, TextSelection, normalize, read_sources, select_text
+from asrllm.data.synth.text import SynthTextConfig, TextSelection, read_sources, select_text
 
 __all__ = [
     "Speaker",

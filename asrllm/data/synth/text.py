@@ -28,28 +28,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import subprocess
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
+
+from asrllm.data.synth.normalize import ascii_fold, normalize_words, tokenize
+from asrllm.data.synth.sources import DEFAULT_FORTUNE_FILES, read_fortunes, read_kjv, read_wordnet_examples
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("kjv", "fortunes", "wordnet")
 SUBSETS = ("train", "dev", "test")
-
-# Fortune files of fortune-mod that are mostly prose sentences. Left out: pictures (art, ascii-art),
-# code and chat logs (perl, linux, linuxcookie, knghtbrd, debian), non-English (translate-me), lists
-# of names (startrek, zippy), and the files whose humour is about groups of people (ethnic,
-# men-women, drugs).
-DEFAULT_FORTUNE_FILES = tuple(
-    "computers cookie definitions education food fortunes goedel humorists kids law literature love "
-    "magic medicine miscellaneous news paradoxum people pets platitudes riddles science songs-poems "
-    "sports tao wisdom work".split()
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,78 +132,7 @@ class TextSelection:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the sources (I/O)
-
-_VERSE = re.compile(r"^\s+\d+ (.*\S)\s*$")
-_WORDNET_EXAMPLE = re.compile(r'"([^"]+)"')
-_DIALOGUE_LABEL = re.compile(r"^[A-Za-z]+:\s+")
-
-
-def read_kjv(bible_command: str = "bible") -> list[str]:
-    """All KJV verses, one string each, via bible-kjv's `bible` reader."""
-    cmd = [bible_command, "-l0", "gen1:1-rev22:21"]
-    try:
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise RuntimeError(f"cannot read the KJV with {cmd} (apt-get install bible-kjv): {e}") from None
-    verses = [m.group(1) for m in map(_VERSE.match, out.splitlines()) if m]
-    if len(verses) < 30000:
-        raise RuntimeError(f"{cmd} printed only {len(verses)} verses; expected about 31,000")
-    return verses
-
-
-def parse_fortunes(text: str) -> list[str]:
-    """Fortunes of one fortune-mod file (entries separated by '%' lines), with attributions
-    ("-- Author") and dialogue labels ("Q:", "Salesman:") removed.
-
-    >>> parse_fortunes("Be kind.\\n\\t\\t-- Someone\\n%\\nQ: Second one\\nA: with two lines.\\n%\\n")
-    ['Be kind.', 'Second one with two lines.']
-    """
-    entries = []
-    for entry in re.split(r"^%\s*$", text, flags=re.MULTILINE):
-        lines = [_DIALOGUE_LABEL.sub("", ln.strip()) for ln in entry.splitlines()]
-        lines = [ln for ln in lines if ln and not ln.startswith("--")]
-        if lines:
-            entries.append(" ".join(lines))
-    return entries
-
-
-def read_fortunes(fortunes_dir: str | Path, files: Sequence[str]) -> list[str]:
-    """Fortunes of the given fortune-mod files, in file order."""
-    out: list[str] = []
-    for name in files:
-        path = Path(fortunes_dir) / name
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise RuntimeError(f"cannot read fortune file {path} (apt-get install fortunes): {e}") from None
-        out.extend(parse_fortunes(text))
-    return out
-
-
-def parse_wordnet_examples(line: str) -> list[str]:
-    """Quoted example sentences in the gloss of one WordNet data.* line.
-
-    >>> parse_wordnet_examples('00045646 04 n 02 rally 1 | a feat; "he started a rally"; "it ended"  ')
-    ['he started a rally', 'it ended']
-    """
-    _, bar, gloss = line.partition(" | ")
-    return _WORDNET_EXAMPLE.findall(gloss) if bar else []
-
-
-def read_wordnet_examples(wordnet_dir: str | Path) -> list[str]:
-    """Example sentences of all WordNet synsets (nouns, verbs, adjectives, adverbs)."""
-    out: list[str] = []
-    for pos in ("noun", "verb", "adj", "adv"):
-        path = Path(wordnet_dir) / f"data.{pos}"
-        try:
-            with path.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if not line.startswith("  "):  # licence header lines start with two spaces
-                        out.extend(parse_wordnet_examples(line))
-        except OSError as e:
-            raise RuntimeError(f"cannot read {path} (apt-get install wordnet-base): {e}") from None
-    return out
+# Reading the sources (I/O: asrllm.data.synth.sources)
 
 
 def read_sources(cfg: SynthTextConfig) -> dict[str, list[str]]:
@@ -230,69 +149,10 @@ def read_sources(cfg: SynthTextConfig) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Normalisation and chunking (pure)
+# Chunking (pure; normalisation: asrllm.data.synth.normalize)
 
-# Punctuation that bounds or decorates words and is dropped. Any other non-letter character
-# (digits, &, %, $, @, /, *, brackets, ...) would have to be spoken as a word, so a chunk holding
-# one is dropped rather than guessed at.
-_NOT_ALLOWED = re.compile(r"[^A-Za-z\s.,;:!?\"'()`-]")
-_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')]*\s+|\s+--\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
-_TYPOGRAPHIC = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": " -- ", "\u2014": " -- "}
-)
-
-
-def ascii_fold(text: str) -> str:
-    """Typographic quotes and dashes to ASCII, accents removed.
-
-    >>> ascii_fold("caf\u00e9 \u2018x\u2019 a\u2014b")
-    "cafe 'x' a -- b"
-    """
-    if text.isascii():
-        return text
-    text = text.translate(_TYPOGRAPHIC)
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-
-
-def tokenize(text: str) -> list[str] | None:
-    """Cased words of ASCII-folded `text`, or None if it holds a character that is not a letter or
-    plain punctuation (digits, &, %, $, @, /, *, brackets, ... would have to be spoken as words,
-    so such text is dropped rather than guessed at). Hyphens separate words; apostrophes stay
-    inside words.
-
-    >>> tokenize("Don't look back -- something might be gaining on you.")
-    ["Don't", 'look', 'back', 'something', 'might', 'be', 'gaining', 'on', 'you']
-    >>> tokenize("In 1951, he left.") is None
-    True
-    """
-    if _NOT_ALLOWED.search(text):
-        return None
-    return _WORD.findall(text)
-
-
-def normalize_words(words: Iterable[str]) -> str:
-    """LibriSpeech-style transcript of cased words: upper case, single spaces.
-
-    >>> normalize_words(["Thou", "art", "o'er", "there"])
-    "THOU ART O'ER THERE"
-    """
-    return " ".join(w.upper() for w in words)
-
-
-def normalize(text: str) -> str | None:
-    """LibriSpeech-style normalisation of raw text; None if it holds digits or symbols.
-
-    >>> normalize("And God said, Let there be light: and there was light.")
-    'AND GOD SAID LET THERE BE LIGHT AND THERE WAS LIGHT'
-    >>> normalize("'Tis the well-known café's  \u201cbest\u201d!")
-    "TIS THE WELL KNOWN CAFE'S BEST"
-    >>> normalize("Psalm 23") is None
-    True
-    """
-    words = tokenize(ascii_fold(text))
-    return None if words is None else normalize_words(words)
 
 
 def _pack(pieces: list[list[str]], max_words: int) -> list[list[str]]:

@@ -10,11 +10,14 @@ setting; then each setting decodes the same batches on one torch thread:
 - naive joint search: CTC prefix scores for EVERY label of every hypothesis (no pre-beam);
 - the pre-beam P (the decoder proposes P labels, only those get CTC prefix scores): 64 (the
   authors'), 16, 8, and 8 with EOS always among them (`pre_beam_eos`);
+- the score threshold T = 2 on P = 64 and 8 (`pre_beam_threshold`: only pre-beam labels within T
+  of their hypothesis' best get CTC prefix scores; the block is as wide as its widest row);
 - P = 8 with utterances decoded one at a time (batch 1) instead of batched.
 Reuse of the parent prefix's CTC variables (a hypothesis's r and ψ come from its parent's
 candidate extension, never recomputed) and the exact early stop are always on: they are how the
 search works, not options. Columns: search seconds, RTFx (audio / (encoder + search) seconds),
-speed-up against the naive search, hypotheses identical to the naive search (%), and the largest
+speed-up against the naive search, hypotheses identical to the naive search (%), the mean
+candidates per hypothesis S of the CTC prefix calls, and the largest
 (N, S, T) CTC candidate block of one step (elements and MB of its float64 r variables; one step's
 temporaries are a few blocks of that size): it grows with the candidates S, never with V unless
 S = V.
@@ -39,11 +42,13 @@ from asrllm.search.ctc_prefix import CTCPrefixScorer
 from asrllm.search.model_scorers import SpeechLLMScorer
 
 _largest = {"elements": 0, "bytes": 0}  # the largest candidate block of the running setting
+_widths: list[int] = []  # S, the candidates per hypothesis, of every CTC prefix call of the running setting
 
 
 def _recording(score_partial):
     def wrapped(self, tokens, lengths, cand, state):
         logp, new_state = score_partial(self, tokens, lengths, cand, state)
+        _widths.append(cand.shape[1])
         if new_state.cand_r.numel() // 2 > _largest["elements"]:
             _largest.update(elements=new_state.cand_r.numel() // 2, bytes=new_state.cand_r.nbytes)
         return logp, new_state
@@ -58,8 +63,10 @@ def settings(beam: int, ctc_weight: float) -> dict[str, tuple[SearchConfig, bool
         "decoder alone": (base, True),
         "joint, naive (every label)": (joint, True),
         "joint, P = 64": (dataclasses.replace(joint, pre_beam=64), True),
+        "joint, P = 64, T = 2": (dataclasses.replace(joint, pre_beam=64, pre_beam_threshold=2.0), True),
         "joint, P = 16": (dataclasses.replace(joint, pre_beam=16), True),
         "joint, P = 8": (dataclasses.replace(joint, pre_beam=8), True),
+        "joint, P = 8, T = 2": (dataclasses.replace(joint, pre_beam=8, pre_beam_threshold=2.0), True),
         "joint, P = 8 + EOS": (dataclasses.replace(joint, pre_beam=8, pre_beam_eos=True), True),
         "joint, P = 8, one utterance at a time": (dataclasses.replace(joint, pre_beam=8), False),
     }
@@ -88,6 +95,7 @@ def main() -> None:
         search = build_search(cfg, blank_id=model.ctc_blank_id, model_scorers={"speech_llm": SpeechLLMScorer(model)},
                               eos_id=model.eos_id)
         _largest.update(elements=0, bytes=0)
+        _widths.clear()
         hyps, seconds = [], 0.0
         with torch.inference_mode():
             for enc in batches:
@@ -101,15 +109,17 @@ def main() -> None:
         same = "–" if naive_hyps is None else f"{100 * sum(a == b for a, b in zip(hyps, naive_hyps)) / len(hyps):.1f}"
         speed = "–" if naive_seconds is None or name == "decoder alone" else f"{naive_seconds / seconds:.1f}×"
         block = "–" if not _largest["elements"] else f"{_largest['elements']:,} / {_largest['bytes'] / 2**20:.1f}"
+        width = "–" if not _widths else f"{sum(_widths) / len(_widths):.1f}"
         rows.append(f"| {name} | {seconds:.1f} | {audio_seconds / (encoder_seconds + seconds):.1f} | {speed} | {same} | "
-                    f"{block} |")
+                    f"{width} | {block} |")
         print(rows[-1], flush=True)
     header = [f"Model `{args.model}` ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
               f"{model.llm.vocab_size} labels), {len(utts)} utterances of {args.set} ({audio_seconds:.0f} s) in batches "
               f"of {args.batch_utts}, beam {args.beam}, λ = {args.ctc_weight}; encoder {encoder_seconds:.1f} s; "
               f"{platform.processor() or platform.machine()}, 1 torch thread.", "",
-              "| setting | search s | RTFx | speed-up vs naive | identical to naive % | largest CTC block: N·S·T / MB |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| setting | search s | RTFx | speed-up vs naive | identical to naive % | mean S | "
+              "largest CTC block: N·S·T / MB |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     text = "\n".join(header + rows) + "\n"
     print(text)
     if args.out:

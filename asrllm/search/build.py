@@ -186,7 +186,8 @@ def build_label_sync(
         every, weights,
         eos_id=eos_id, beam=cfg.beam, nbest=cfg.nbest, length_norm=cfg.length_norm,
         max_length_ratio=cfg.max_length_ratio, max_length=cfg.max_length, pre_beam=cfg.pre_beam,
-        pre_beam_eos=cfg.pre_beam_eos, free_eos=cfg.free_eos, detokenize=detokenize,
+        pre_beam_eos=cfg.pre_beam_eos, pre_beam_threshold=cfg.pre_beam_threshold, free_eos=cfg.free_eos,
+        detokenize=detokenize,
     )
     if cfg.ctc_draft is None:
         return search

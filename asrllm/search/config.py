@@ -80,6 +80,8 @@ class SearchConfig:
     pre_beam: int | None = None  # P: labels per hypothesis the partial scorers (CTC prefix) score; None = all
     pre_beam_eos: bool = False  # the pre-beam is the best P labels other than EOS plus EOS: CTC can end a
     # hypothesis that the model ranks EOS low in (noise, truncated audio); False = ESPnet's pre-beam
+    pre_beam_threshold: float | None = None  # T: of the pre-beam, only labels within T (log-prob) of the
+    # hypothesis' best get partial scores (speed-up where the model is sure); None = all P
     free_eos: bool = False  # every hypothesis may end at every label without taking a beam slot (K slots for
     # continuing ones): finds short outputs that ESPnet's top K over all candidates prunes, e.g. the empty
     # one on noise (search/label_sync.py); with a pre_beam it needs pre_beam_eos. False = ESPnet's rule
@@ -134,6 +136,7 @@ class SearchConfig:
         label_only = {"length_norm": self.length_norm != 0.0, "max_length_ratio": self.max_length_ratio != 1.0,
                       "max_length": self.max_length is not None, "pre_beam": self.pre_beam is not None,
                       "pre_beam_eos": self.pre_beam_eos, "free_eos": self.free_eos,
+                      "pre_beam_threshold": self.pre_beam_threshold is not None,
                       "ctc_weight": self.ctc_weight != 0.0, "ctc_window": self.ctc_window is not None,
                       "ctc_model": self.ctc_model is not None, "ctc_draft": self.ctc_draft is not None}
         if self.method == "label_sync":
@@ -170,6 +173,10 @@ class SearchConfig:
                                  "gets its CTC score)")
             if self.free_eos and self.ctc_draft is not None:
                 raise ValueError("SearchConfig: ctc_draft and free_eos do not combine (a draft is verified against the search without free_eos)")
+            if self.pre_beam_threshold is not None and (self.pre_beam is None or self.ctc_weight == 0
+                                                        or not self.pre_beam_threshold >= 0):
+                raise ValueError(f"SearchConfig: pre_beam_threshold={self.pre_beam_threshold} needs ctc_weight > 0 and a "
+                                 "pre_beam, and must be >= 0")
             if self.pre_beam_eos and self.pre_beam is None:
                 raise ValueError("SearchConfig: pre_beam_eos=true needs a pre_beam (without one every label is scored)")
         else:
@@ -182,7 +189,7 @@ class SearchConfig:
 # Options added after decodes had been recorded, each with a default that keeps the old behaviour: at
 # that default they stay out of a decode's record, so those decodes stay up to date (as options added
 # later stay out of training records, asrllm.train.experiment).
-RECORDED_ONLY_WHEN_SET = ("free_eos",)
+RECORDED_ONLY_WHEN_SET = ("free_eos", "pre_beam_threshold")
 
 
 def search_record(cfg: SearchConfig) -> dict[str, Any]:

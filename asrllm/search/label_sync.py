@@ -9,7 +9,9 @@ dispatch; whisper's `_main_loop` for the end rules):
 1. every full scorer gives log p(label | prefix) over V; their weighted sum is the provisional score;
 2. with partial scorers (a CTC prefix scorer) only the best `pre_beam` labels by that sum become
    candidates, and only those get the partial scores (`pre_beam_eos`: the best P labels other than
-   EOS, plus EOS, so that a partial scorer can end a hypothesis the full scorers would continue);
+   EOS, plus EOS, so that a partial scorer can end a hypothesis the full scorers would continue;
+   `pre_beam_threshold` T: of those, only labels within T of their hypothesis' best by that sum,
+   the block cut to the widest row: where the model is sure, far fewer prefix scores);
 3. the weighted sum over all scorers is added to each hypothesis' total; per utterance the best K
    of its K·S candidates survive; those that chose EOS are finished, the others run on; scorer
    states follow with `select_state`;
@@ -59,6 +61,7 @@ class LabelSyncSearch:
         max_length: int | None = None,
         pre_beam: int | None = None,
         pre_beam_eos: bool = False,
+        pre_beam_threshold: float | None = None,
         free_eos: bool = False,
         detokenize: Callable[[list[int]], str] | None = None,
     ) -> None:
@@ -87,6 +90,11 @@ class LabelSyncSearch:
         self.max_length = max_length
         self.pre_beam = pre_beam if self.partial else None  # without partial scorers every label is scored anyway
         self.pre_beam_eos = pre_beam_eos  # the pre-beam is the best P labels other than EOS, plus EOS
+        if pre_beam_threshold is not None and not (self.pre_beam is not None and pre_beam_threshold >= 0
+                                                   and weights[self.names[0]] > 0):
+            raise ValueError(f"LabelSyncSearch: pre_beam_threshold={pre_beam_threshold} needs a pre-beam (partial "
+                             "scorers), a main (first) scorer of weight > 0, and must be >= 0")
+        self.pre_beam_threshold = pre_beam_threshold  # pre-beam labels this far below their row's best are dropped
         if free_eos and self.pre_beam is not None and not pre_beam_eos:
             raise ValueError("LabelSyncSearch: free_eos with a pre-beam needs pre_beam_eos (every hypothesis' EOS "
                              "must be scored by the partial scorers too)")
@@ -193,11 +201,19 @@ class LabelSyncSearch:
             provisional = sum(weights[self.names.index(name)] * logp.double() for name, logp in full.items())
             if self.pre_beam_eos:  # the partial scorers judge ending too (CTC: is the audio used up?)
                 provisional[:, self.eos_id] = -math.inf
-                cand = provisional.topk(min(self.pre_beam, self.vocab_size - 1), dim=1).indices  # (N, P)
-                cand = torch.cat([cand, torch.full_like(cand[:, :1], self.eos_id)], dim=1)  # (N, P + 1)
-            else:
-                cand = provisional.topk(min(self.pre_beam, self.vocab_size), dim=1).indices  # (N, P)
+            best, cand = provisional.topk(min(self.pre_beam, self.vocab_size - self.pre_beam_eos), dim=1)  # (N, P), best first
+            dropped = None
+            if self.pre_beam_threshold is not None:  # the block narrows to the widest row's count within it
+                within = best >= best[:, :1] - self.pre_beam_threshold  # (N, P)
+                width = int(within.sum(dim=1).max())
+                cand, dropped = cand[:, :width], ~within[:, :width]
+            if self.pre_beam_eos:
+                cand = torch.cat([cand, torch.full_like(cand[:, :1], self.eos_id)], dim=1)  # (N, P' + 1)
+                if dropped is not None:
+                    dropped = torch.cat([dropped, torch.zeros_like(dropped[:, :1])], dim=1)
             picked = {name: logp.gather(1, cand).double() for name, logp in full.items()}
+            if dropped is not None:  # the main model (weight 1 − λ > 0) rules them out
+                picked[self.names[0]] = picked[self.names[0]].masked_fill(dropped, -math.inf)
         for name in self.partial:
             scorer = self.scorers[name]
             assert isinstance(scorer, PartialScorer)

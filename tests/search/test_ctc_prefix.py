@@ -349,3 +349,39 @@ def test_free_eos_with_the_pre_beam_of_every_label_equals_unpruned_free_eos(char
     with pytest.raises(ValueError, match="ctc_draft and free_eos"):
         SearchConfig(method="label_sync", ctc_weight=0.3, ctc_draft=0.9, free_eos=True)
     SearchConfig(method="label_sync", ctc_weight=0.3, pre_beam=8, pre_beam_eos=True, free_eos=True)
+
+
+def test_pre_beam_threshold_keeps_the_pre_beam_labels_within_it_and_zero_keeps_only_the_best(char_dir):  # noqa: F811
+    model, batch, enc, scorers = joint_setup(char_dir)
+    weights = {"speech_llm": 0.7, "ctc": 0.3}
+
+    def search(**kw):
+        return LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=2, nbest=2, max_length=6, max_length_ratio=None,
+                               **kw)
+
+    def run(**kw):
+        return [[(x.tokens, round(x.score, 9)) for x in e] for e in search(**kw)(enc, batch.ids)]
+
+    assert run(pre_beam=4, pre_beam_threshold=0.0) == run(pre_beam=1)  # no ties in these scores
+    assert run(pre_beam=4, pre_beam_eos=True, pre_beam_threshold=0.0) == run(pre_beam=1, pre_beam_eos=True)
+    assert run(pre_beam=4, pre_beam_threshold=1e9) == run(pre_beam=4)
+    # one step by hand: the candidates with a finite score are the pre-beam's labels within T of the best
+    s = search(pre_beam=4, pre_beam_threshold=0.2)
+    states = {n: sc.init_state(2, 2, enc) for n, sc in scorers.items()}
+    tokens, lengths = torch.tensor([[4], [5], [3], [4]]), torch.ones(4, dtype=torch.long)
+    cand, cand_scores, _ = s._score(tokens, lengths, states, s.weights)
+    logp, _ = scorers["speech_llm"].score(tokens, lengths, scorers["speech_llm"].init_state(2, 2, enc))
+    widths = []
+    for n in range(4):
+        top = sorted(range(logp.shape[1]), key=lambda v: -float(logp[n, v]))[:4]
+        want = {v for v in top if float(logp[n, v]) >= float(logp[n, top[0]]) - 0.2 / 0.7}  # T on 0.7·log p
+        got = {int(c) for c, x in zip(cand[n], cand_scores[0][n]) if x > -math.inf}
+        assert got == want
+        widths.append(len(want))
+    assert cand.shape[1] == max(widths) < 4  # the block narrowed to the widest row
+    with pytest.raises(ValueError, match="pre_beam_threshold"):
+        search(pre_beam_threshold=1.0)
+    with pytest.raises(ValueError, match="pre_beam_threshold"):
+        SearchConfig(method="label_sync", ctc_weight=0.3, pre_beam_threshold=1.0)
+    with pytest.raises(ValueError, match="pre_beam_threshold"):
+        SearchConfig(method="label_sync", pre_beam=8, pre_beam_threshold=1.0)

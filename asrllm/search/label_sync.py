@@ -1,4 +1,5 @@
-"""`LabelSyncSearch`: the one label-synchronous beam search (speech LLM now; AED and joint CTC later).
+"""`LabelSyncSearch`: the one label-synchronous beam search (a speech LLM or an AED, alone, with
+LMs fused, or jointly with CTC prefix scores).
 
 Shapes: B utterances (Bₐ still searching), K beam, N = Bₐ·K hypotheses (hypothesis n belongs to
 utterance n // K), V labels, S candidates scored per hypothesis (V, or the pre-beam P), F scorers,
@@ -11,7 +12,7 @@ dispatch; whisper's `_main_loop` for the end rules):
    candidates, and only those get the partial scores (`pre_beam_eos`: the best P labels other than
    EOS, plus EOS, so that a partial scorer can end a hypothesis the full scorers would continue;
    `pre_beam_threshold` T: of those, only labels within T of their hypothesis' best by that sum,
-   the block cut to the widest row: where the model is sure, far fewer prefix scores);
+   the block cut to the widest row: fewer prefix scores where every hypothesis is sure);
 3. the weighted sum over all scorers is added to each hypothesis' total; per utterance the best K
    of its K·S candidates survive; those that chose EOS are finished, the others run on; scorer
    states follow with `select_state`;
@@ -25,8 +26,8 @@ continuing candidates only. ESPnet's top K over all candidates prunes an EOS ran
 even when it would end best overall: the empty output on noise, which a speech LLM trained without
 noise scores above any word sequence but ranks below the first words (docs/joint_ctc.md).
 Hypotheses at their utterance's maximum length may only end (max_length_ratio · speech vectors,
-capped by max_length and by what each scorer has room for, `Scorer.max_labels`). The final order divides each total by (labels + 1)^length_norm (EOS counted):
-0 = plain sum, 1 = per label. Pruning always uses the plain totals.
+capped by max_length and by what each scorer has room for, `Scorer.max_labels`). The final order
+divides each total by (labels + 1)^length_norm (EOS counted): 0 = plain sum, 1 = per label. Pruning always uses the plain totals.
 
 The first scorer is the main model; every scorer's unweighted score is kept per hypothesis and
 reported in `NBestEntry.scores` (the EOS score of each included).

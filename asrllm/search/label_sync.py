@@ -27,7 +27,8 @@ even when it would end best overall: the empty output on noise, which a speech L
 noise scores above any word sequence but ranks below the first words (docs/joint_ctc.md).
 Hypotheses at their utterance's maximum length may only end (max_length_ratio · speech vectors,
 capped by max_length and by what each scorer has room for, `Scorer.max_labels`). The final order
-divides each total by (labels + 1)^length_norm (EOS counted): 0 = plain sum, 1 = per label. Pruning always uses the plain totals.
+divides each total by (labels + 1)^length_norm (EOS counted): 0 = plain sum, 1 = per label.
+Pruning always uses the plain totals.
 
 The first scorer is the main model; every scorer's unweighted score is kept per hypothesis and
 reported in `NBestEntry.scores` (the EOS score of each included).

@@ -5,7 +5,8 @@
 
 Noise-only audio, test sentences cut mid-way, and several test sentences in one utterance longer
 than the longest of --train-data, spoken by the corpus' test speakers (`--corpus-config`: its seed
-and speech settings). Audio goes to `<out-dir>/audio/`. `<out-dir>/inputs.json` records what the
+and speech settings). Audio goes to `<out-dir>/audio/`, each utterance's kind to `utt2category`
+(scoring reports every kind apart). `<out-dir>/inputs.json` records what the
 set is made from (asrllm.provenance): a re-run with the same inputs is skipped, with others it is
 an error unless --force.
 """
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 from asrllm.config import ConfigError, load_config
-from asrllm.data.datadir import DataError, read_datadir, write_datadir
+from asrllm.data.datadir import DataError, read_datadir, write_categories, write_datadir
 from asrllm.data.synth.corpus import SynthCorpusConfig
 from asrllm.data.synth.probe import ProbeConfig, plan_probe_set, render_probe_set
 from asrllm.data.synth.speech import design_speakers
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             if stale.name not in planned:
                 stale.unlink()
         write_datadir(args.out_dir, utts)
+        write_categories(args.out_dir, {p.utt_id: p.kind for p in plans})  # scored per kind too
         write_record(record, inputs)
     except (ConfigError, DataError, ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)

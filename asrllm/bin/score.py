@@ -7,7 +7,8 @@ Reads `parts/J-of-NJ.{hyp.txt,nbest.jsonl,info.json}` written by `asrllm.bin.dec
 all NJ parts are there, writes the merged `hyp.txt` and `nbest.jsonl`, and scores with the Open
 ASR leaderboard normaliser of the version `--normalizer` names (default open_asr_2026_03, the one the
 paper compares with): `result.txt`, `per_utt.txt`, `metrics.json` with the normaliser's name under
-"normalizer" (see asrllm.eval.report, asrllm.eval.normalizer).
+"normalizer" (see asrllm.eval.report, asrllm.eval.normalizer); per category too when the data dir
+has an `utt2category` file (a probe set's kinds).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from asrllm.data.datadir import read_datadir
+from asrllm.data.datadir import read_categories, read_datadir
 from asrllm.eval.decode_dir import check_current, merge_parts, sum_lm_costs
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from asrllm.eval.report import write_scoring
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         hyps, infos, nbest = merge_parts(args.decode_dir)
         check_current(args.decode_dir, infos, args.data)
         refs = {u.id: u.text for u in read_datadir(args.data)}
+        categories = read_categories(args.data, refs)  # None without utt2category
     except (ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)
         return 1
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             "lm_costs": sum_lm_costs(infos),
         },
         normalizer=args.normalizer,
+        categories=categories,
     )
     log.info("%s: WER %.2f%% (%d utts, %s normaliser), RTFx %s", args.decode_dir, metrics["wer"], metrics["num_utts"],
              args.normalizer, metrics["rtfx"])

@@ -16,6 +16,9 @@ disagrees with the decoded length by more than `DURATION_TOLERANCE_S` or `DURATI
 (a wrong utt2dur would defeat `max_duration` and the RTFx of decoding). `write_datadir` writes each
 file atomically, so an interrupted stage never leaves a half-written file behind.
 
+An optional fifth file, `utt2category` (`<id> <category>`, e.g. the kinds of a probe set), groups
+utterances for scoring (`read_categories`, `write_categories`): metrics per group next to the whole set's.
+
 >>> u = Utterance("1-2-3", "/a/1-2-3.flac", 1.5, "HELLO WORLD", "1")
 >>> Utterance.from_dict(u.to_dict()) == u
 True
@@ -223,3 +226,30 @@ def write_datadir(data_dir: str | Path, utts: Sequence[Utterance]) -> None:
     for name, values in columns.items():
         atomic_write_text(data_dir / name, "".join(f"{u.id} {v}\n" for u, v in zip(ordered, values, strict=True)))
     logger.info("wrote %d utterances to %s", len(ordered), data_dir)
+
+
+CATEGORY_FILE = "utt2category"  # optional: <id> <category>
+
+
+def read_categories(data_dir: str | Path, ids: Iterable[str]) -> dict[str, str] | None:
+    """utterance id -> category from `data_dir/utt2category`, None without that file. Every utterance
+    of `ids` needs one, and nothing else may have one: errors name the file, line and utterance."""
+    path = Path(data_dir) / CATEGORY_FILE
+    if not path.is_file():
+        return None
+    entries = _read_map(path)
+    wanted = set(ids)
+    for utt_id, (lineno, value) in entries.items():
+        if utt_id not in wanted:
+            raise DataError(f"{path}:{lineno}: utterance {utt_id!r} is not in the data dir")
+        if len(value.split()) != 1:
+            raise DataError(f"{path}:{lineno}: utterance {utt_id!r}: category {value!r} must be one word")
+    missing = sorted(wanted - set(entries))
+    if missing:
+        raise DataError(f"{path}: no category for {len(missing)} utterances, e.g. {missing[0]!r}")
+    return {utt_id: value for utt_id, (_, value) in entries.items()}
+
+
+def write_categories(data_dir: str | Path, categories: dict[str, str]) -> None:
+    """Write `data_dir/utt2category` (sorted by id, atomically)."""
+    atomic_write_text(Path(data_dir) / CATEGORY_FILE, "".join(f"{u} {categories[u]}\n" for u in sorted(categories)))

@@ -7,7 +7,8 @@
   result.txt         sclite-style summary (Snt Wrd Corr Sub Del Ins Err S.Err, in % like sclite's .sys)
                      and the normaliser's name
   metrics.json       the numbers RESULTS.md is built from (rates in %; `hallucination`: the metrics of
-                     asrllm.eval.hallucination over every utterance), the scoring signature
+                     asrllm.eval.hallucination over every utterance; `by_category`: the same per
+                     category of the data dir's utt2category, when it has one), the scoring signature
                      `normalizer` (the name of the leaderboard normaliser, asrllm.eval.normalizer; as
                      sacreBLEU's signature names its tokeniser), plus the caller's `extra`
                      (command, model, method, beam, test_set, ...)
@@ -72,6 +73,19 @@ def _hallucination(corpus: CorpusErrors, hyps: dict[str, str]) -> dict[str, Any]
     return hallucination_metrics([r for r, _ in pairs], [h for _, h in pairs])
 
 
+def _subset_metrics(refs: dict[str, str], hyps: dict[str, str], ids: list[str], normalizer: str) -> dict[str, Any]:
+    """WER, Del, Ins and the hallucination metrics of the utterances `ids` alone."""
+    corpus = score_corpus({u: refs[u] for u in ids}, {u: hyps[u] for u in ids}, normalizer=normalizer)
+    d, i = corpus.total("dele"), corpus.total("ins")
+    return {
+        "num_utts": len(ids),
+        "wer": round(100.0 * corpus.wer, 4) if corpus.ref_words and math.isfinite(corpus.wer) else None,
+        "del": round(_pct(d, corpus.ref_words), 4),
+        "ins": round(_pct(i, corpus.ref_words), 4),
+        "hallucination": _hallucination(corpus, hyps),
+    }
+
+
 def write_scoring(
     out_dir: str | Path,
     refs: dict[str, str],
@@ -80,6 +94,7 @@ def write_scoring(
     decode_seconds: float,
     extra: dict[str, Any] | None = None,
     normalizer: str = DEFAULT_NORMALIZER,
+    categories: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score `hyps` against `refs` after the leaderboard normaliser named `normalizer` and write the
     files above; returns metrics.
@@ -109,6 +124,9 @@ def write_scoring(
         "rtfx": round(audio_seconds / decode_seconds, 2) if decode_seconds > 0 else None,
         "hallucination": _hallucination(corpus, hyps),
     }
+    if categories is not None:
+        metrics["by_category"] = {name: _subset_metrics(refs, hyps, [u for u in refs if categories[u] == name], normalizer)
+                                  for name in sorted(set(categories.values()))}
     for key, value in (extra or {}).items():
         if key in metrics:
             raise ValueError(f"write_scoring: extra key {key!r} collides with a computed metric")

@@ -51,6 +51,7 @@ class ResultRow:
     search: str = "–"  # the search in brief (describe_search)
     kind: str | None = None  # the system's kind for the comparison table (asrllm.eval.comparison)
     hallucination: dict[str, Any] = dataclasses.field(default_factory=dict)  # asrllm.eval.hallucination metrics
+    by_category: dict[str, Any] = dataclasses.field(default_factory=dict)  # the same per utt2category group
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -118,6 +119,7 @@ def load_row(metrics_path: str | Path) -> ResultRow:
         search=describe_search(m.get("search")),
         kind=system_kind(m.get("model_kind"), m.get("search")),
         hallucination=m.get("hallucination") or {},
+        by_category=m.get("by_category") or {},
     )
 
 
@@ -262,6 +264,20 @@ def _num(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _categories(by_category: dict[str, Any]) -> str:
+    """`long 57.0 · noise 16.4 w · trunc 18.9`: each category's WER, or its words on silence where
+    nothing is scored (noise-only audio)."""
+    if not by_category:
+        return "–"
+    cells = []
+    for name, m in sorted(by_category.items()):
+        if m.get("wer") is not None:
+            cells.append(f"{name} {m['wer']:.1f}")
+        else:
+            cells.append(f"{name} {_num((m.get('hallucination') or {}).get('words_on_silence'), 1)} w")
+    return " · ".join(cells)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -366,6 +382,10 @@ def render_results(rows: list[ResultRow], title: str = "RESULTS", ppl_rows: Sequ
                   *(_num(r.hallucination.get(key)) for key in ("over_long", "loops", "empty")), _num(r.rtfx, 1),
                   "–" if r.num_utts is None else str(r.num_utts), _num(r.lm_calls, 1), _num(r.lm_tokens, 1)]
                  for n, r in enumerate(group, 1)]
+        if any(r.by_category for r in group):
+            columns.append(("by category: WER / words on silence", "l"))
+            for row, r in zip(table, group):
+                row.append(_categories(r.by_category))
         out += [f"## {test_set}", "", scoring, "", *_table(columns, table), ""]
         for n, r in enumerate(group, 1):
             command = r.command or "# command not recorded"

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from asrllm.data.datadir import DATADIR_FILES, DataError, Utterance, read_datadir, write_datadir
+from asrllm.data.datadir import (
+    DATADIR_FILES,
+    DataError,
+    Utterance,
+    read_categories,
+    read_datadir,
+    write_categories,
+    write_datadir,
+)
 from asrllm.testing.dummies import dummy_utterances, make_datadir
 
 
@@ -97,3 +105,17 @@ def test_write_rejects_bad_values_and_writes_nothing(tmp_path: Path, utt: Uttera
     assert not (tmp_path / "d").exists()
     with pytest.raises(DataError, match="'a': duplicate id"):
         write_datadir(tmp_path / "d", [Utterance("a", "/x", 1.0, "A", "s")] * 2)
+
+
+def test_categories_roundtrip_and_errors(tmp_path: Path) -> None:
+    assert read_categories(tmp_path, ["a", "b"]) is None  # optional
+    write_categories(tmp_path, {"b": "noise", "a": "long"})
+    assert (tmp_path / "utt2category").read_text() == "a long\nb noise\n"
+    assert read_categories(tmp_path, ["a", "b"]) == {"a": "long", "b": "noise"}
+    with pytest.raises(DataError, match=r"utt2category:2: utterance 'b' is not in the data dir"):
+        read_categories(tmp_path, ["a"])
+    with pytest.raises(DataError, match=r"utt2category: no category for 1 utterances, e.g. 'c'"):
+        read_categories(tmp_path, ["a", "b", "c"])
+    (tmp_path / "utt2category").write_text("a long\nb two words\n")
+    with pytest.raises(DataError, match=r"utt2category:2: utterance 'b': category 'two words' must be one word"):
+        read_categories(tmp_path, ["a", "b"])

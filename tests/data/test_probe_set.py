@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asrllm.bin import make_probe_set
-from asrllm.data.datadir import Utterance, read_datadir, write_datadir
+from asrllm.data.datadir import Utterance, read_categories, read_datadir, write_datadir
 from asrllm.data.synth.probe import NOISE_REFERENCE, truncated_text
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, get_normalizer
 from asrllm.testing.dummies import make_datadir
@@ -44,6 +44,7 @@ def test_probe_set_cli(tmp_path: Path) -> None:
                             "probe-trunc-0001"]
     assert utts["probe-noise-0000"].text == NOISE_REFERENCE and 1.0 <= utts["probe-noise-0000"].duration <= 6.0
     assert utts["probe-trunc-0001"].text == truncated_text(TEXTS[1], 0.5)
+    assert read_categories(tmp_path / "data/probe", utts) == {u: u.split("-")[1] for u in utts}  # scored per kind
     long = utts["probe-long-0000"]
     assert long.duration > longest and long.text.startswith(TEXTS[2])  # the sentences after the truncated ones
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "data/probe").rglob("*") if p.is_file()}

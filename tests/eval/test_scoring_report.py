@@ -205,3 +205,24 @@ def test_a_hypothesis_with_newline_tokens_stays_one_kaldi_line() -> None:
 
     assert one_line(" hello\nworld\t again \n") == "hello world again"
     assert one_line("\n") == ""
+
+
+def test_metrics_per_category_equal_scoring_each_category_alone(tmp_path: Path) -> None:
+    refs = {**REFS, "u4": "<noise>", "u5": "a b c"}
+    hyps = {**HYPS, "u4": "oh no no", "u5": "a b c c c"}
+    categories = {"u1": "long", "u2": "trunc", "u3": "long", "u4": "noise", "u5": "trunc"}
+    m = write_scoring(tmp_path / "all", refs, hyps, audio_seconds=1.0, decode_seconds=1.0, categories=categories)
+    assert sorted(m["by_category"]) == ["long", "noise", "trunc"]
+    for name, got in m["by_category"].items():
+        ids = [u for u in refs if categories[u] == name]
+        alone = write_scoring(tmp_path / name, {u: refs[u] for u in ids}, {u: hyps[u] for u in ids},
+                              audio_seconds=1.0, decode_seconds=1.0)
+        wer = alone["wer"] if alone["counts"]["ref_words"] else None  # nothing scored: no WER, not 0
+        assert got == {"num_utts": len(ids), "wer": wer, "del": alone["del"], "ins": alone["ins"],
+                       "hallucination": alone["hallucination"]}
+    assert m["by_category"]["noise"]["wer"] is None and m["by_category"]["noise"]["hallucination"]["words_on_silence"] == 3
+    assert "by_category" not in write_scoring(tmp_path / "none", refs, hyps, audio_seconds=1.0, decode_seconds=1.0)
+    long_wer = m["by_category"]["long"]["wer"]
+    text = render_results([load_row(tmp_path / "all" / "metrics.json")])
+    assert "by category: WER / words on silence" in text
+    assert f"long {long_wer:.1f} · noise 3.0 w · trunc {m['by_category']['trunc']['wer']:.1f}" in text

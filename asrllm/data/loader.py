@@ -23,7 +23,8 @@ with `unknown_chars: error`) and leaves out the utterances the model cannot lear
 for one encoder frame, more labels than CTC frames, longer than `max_duration`; see
 `asrllm.data.checks`), logging the counts and writing the ids with their reasons to
 `<report_dir>/filtered_utts.{train,valid}.txt`. An audio file that still fails when a batch reads
-it raises an `AudioError` that names the utterance and says how to drop it.
+it raises an `AudioError` that names the utterance and says how to drop it. Transcripts listed in
+`nonspeech` (e.g. `<noise>`) mark audio without speech and train on an empty label sequence.
 
 Shapes: B utterances, S audio samples, L labels.
 """
@@ -38,7 +39,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ from asrllm.data.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 logger = logging.getLogger(__name__)
 
 
-def encode_text(tokenizer: Tokenizer, utt_id: str, text: str) -> list[int]:
-    """Token ids of a transcript; a transcript that encodes to no token is a `DataError`."""
+def encode_text(tokenizer: Tokenizer, utt_id: str, text: str, nonspeech: Collection[str] = ()) -> list[int]:
+    """Token ids of a transcript; a transcript that encodes to no token is a `DataError`. A transcript
+    in `nonspeech` (e.g. "<noise>") marks audio without speech: no labels."""
+    if text in nonspeech:
+        return []
     ids = tokenizer.encode(text)
     if not ids:
         raise DataError(f"utterance {utt_id!r}: transcript {text!r} encodes to 0 tokens")
@@ -101,10 +105,12 @@ def read_training_audio(u: Utterance) -> np.ndarray:
 class _BatchDataset(torch.utils.data.Dataset):
     """Item i = the collated i-th batch of a fixed list of index lists (for DataLoader prefetch)."""
 
-    def __init__(self, utterances: Sequence[Utterance], tokenizer: Tokenizer, batches: list[list[int]]) -> None:
+    def __init__(self, utterances: Sequence[Utterance], tokenizer: Tokenizer, batches: list[list[int]],
+                 nonspeech: Collection[str] = ()) -> None:
         self.utterances = utterances
         self.tokenizer = tokenizer
         self.batches = batches
+        self.nonspeech = nonspeech
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -114,7 +120,7 @@ class _BatchDataset(torch.utils.data.Dataset):
         return collate(
             [u.id for u in utts],
             [read_training_audio(u) for u in utts],
-            [encode_text(self.tokenizer, u.id, u.text) for u in utts],
+            [encode_text(self.tokenizer, u.id, u.text, self.nonspeech) for u in utts],
             [u.text for u in utts],
         )
 
@@ -130,6 +136,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,  # must equal sampler.world_size
         num_workers: int = 0,  # > 0: read audio in DataLoader worker processes (prefetch)
+        nonspeech: Collection[str] = (),  # transcripts of audio without speech: trained on no labels
     ) -> None:
         if len(sampler.durations) != len(utterances):
             raise ValueError(f"sampler has {len(sampler.durations)} durations for {len(utterances)} utterances")
@@ -146,6 +153,7 @@ class BatchLoader:
         self.rank = rank
         self.world_size = world_size
         self.num_workers = num_workers
+        self.nonspeech = frozenset(nonspeech)
 
     def _rank_batches(self, epoch: int) -> list[list[int]]:
         return [rank_slice(b, self.rank, self.world_size) for b in self.sampler.epoch_batches(epoch)]
@@ -157,7 +165,7 @@ class BatchLoader:
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """This rank's batches of `epoch`, from the `start`-th on (earlier ones are not read)."""
         check_non_negative(start=start)
-        dataset = _BatchDataset(self.utterances, self.tokenizer, self._rank_batches(epoch)[start:])
+        dataset = _BatchDataset(self.utterances, self.tokenizer, self._rank_batches(epoch)[start:], self.nonspeech)
         if self.num_workers == 0:
             yield from (dataset[i] for i in range(len(dataset)))
             return
@@ -197,6 +205,9 @@ class AudioDataConfig:
     # transcript characters outside the tokenizer's vocabulary (they become <unk>): "warn" logs
     # them with example utterances, "error" stops before training
     unknown_chars: checks.UnknownCharsPolicy = "warn"
+    # transcripts that mark audio without speech (noise-only utterances): trained on an empty label
+    # sequence (CTC: blanks only; a speech LLM or an AED: EOS at once); () = every transcript is speech
+    nonspeech: tuple[str, ...] = ()
 
 
 class AudioData:
@@ -237,7 +248,8 @@ class AudioData:
             shuffle=train,
             world_size=world_size,
         )
-        return BatchLoader(utts, self.tokenizer, sampler, rank=rank, world_size=world_size, num_workers=cfg.num_workers)
+        return BatchLoader(utts, self.tokenizer, sampler, rank=rank, world_size=world_size, num_workers=cfg.num_workers,
+                           nonspeech=cfg.nonspeech)
 
     def _select(
         self, utts: list[Utterance], model: Any, cfg: AudioDataConfig, train: bool, rank: int, report_dir: Path | None
@@ -247,8 +259,9 @@ class AudioData:
             raise TypeError(f"{type(model).__name__} has no num_output_frames(); AudioData needs it to filter utterances")
         split = "train" if train else "valid"
         where = "training data" if train else "validation data"
-        checks.check_unknown_characters(self.tokenizer, [(u.id, u.text) for u in utts], cfg.unknown_chars, where)
-        targets = [encode_text(self.tokenizer, u.id, u.text) for u in utts]
+        speech = [(u.id, u.text) for u in utts if u.text not in cfg.nonspeech]
+        checks.check_unknown_characters(self.tokenizer, speech, cfg.unknown_chars, where)
+        targets = [encode_text(self.tokenizer, u.id, u.text, cfg.nonspeech) for u in utts]
         kept, dropped = checks.select_trainable(
             utts, targets, model.num_output_frames, cfg.max_duration if train else None
         )

@@ -256,9 +256,12 @@ class SpeechLLM(nn.Module):
         pos = torch.arange(L + 1, device=tokens.device)
         valid = pos < lengths[:, None]  # (B, L + 1) real labels
         ids = tokens.masked_fill(~valid[:, :L], 0)
-        hidden, _ = self.llm.append(self.llm.embed(ids), lengths, state)  # (B, L, D): after each label
-        hidden = torch.cat([state.last_hidden[:, None].to(hidden.dtype), hidden], dim=1)  # (B, L + 1, D)
-        targets = torch.where(pos == lengths[:, None], self.eos_id, torch.cat([ids, ids[:, :1]], dim=1))
+        first = state.last_hidden[:, None]  # (B, 1, D): predicts the first label (or EOS)
+        if L:  # a batch of only non-speech utterances (no labels) feeds nothing
+            hidden, _ = self.llm.append(self.llm.embed(ids), lengths, state)  # (B, L, D): after each label
+            first = torch.cat([first.to(hidden.dtype), hidden], dim=1)  # (B, L + 1, D)
+        hidden = first
+        targets = torch.where(pos == lengths[:, None], self.eos_id, F.pad(ids, (0, 1)))  # (B, L + 1)
         keep = pos <= lengths[:, None]  # (B, L + 1) predicted positions
         logp = self.llm.head(hidden[keep])  # (sum(lengths + 1), V): the output matrix only where needed
         out = torch.zeros(B, L + 1, device=tokens.device)

@@ -182,6 +182,8 @@ def training_inputs(
         kept = {k: v for k, v in kept.items() if not k.startswith("config.init.include")}
     if not config.optim.lr_scales:  # likewise
         kept.pop("config.optim.lr_scales", None)
+    if not config.data.get("nonspeech"):  # likewise (audio data; text data has no such option)
+        kept.pop("config.data.nonspeech", None)
     init = config.init.from_model
     return {
         **kept,

@@ -5,7 +5,8 @@
 
 Noise-only audio, test sentences cut mid-way, and several test sentences in one utterance longer
 than the longest of --train-data, spoken by the corpus' test speakers (`--corpus-config`: its seed
-and speech settings). Audio goes to `<out-dir>/audio/`, each utterance's kind to `utt2category`
+and speech settings; `id_prefix` other than "probe" in --config, with only noise, makes noise-only
+training data for `data.nonspeech`). Audio goes to `<out-dir>/audio/`, each utterance's kind to `utt2category`
 (scoring reports every kind apart). `<out-dir>/inputs.json` records what the
 set is made from (asrllm.provenance): a re-run with the same inputs is skipped, with others it is
 an error unless --force.
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         corpus = load_config(SynthCorpusConfig, args.corpus_config, {})
         probe = load_config(ProbeConfig, args.config, {}) if args.config else ProbeConfig()
-        inputs = {**flatten(probe, "probe"), **flatten(corpus.speech, "speech"), "seed": corpus.seed,
+        recorded = {k: v for k, v in flatten(probe, "probe").items() if k != "probe.id_prefix" or v != "probe"}
+        inputs = {**recorded, **flatten(corpus.speech, "speech"), "seed": corpus.seed,
                   "test_data": datadir_digest(args.test_data), "train_data": datadir_digest(args.train_data)}
         if not decide(record, inputs, args.force, f"probe set {args.out_dir}"):
             log.info("%s: made already from the same inputs; skipping", args.out_dir)
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ValueError, OSError, RuntimeError) as e:
         log.error("%s", e)
         return 1
-    kinds = {k: sum(u.id.startswith(f"probe-{k}-") for u in utts) for k in ("noise", "trunc", "long")}
-    long_s = [u.duration for u in utts if u.id.startswith("probe-long-")]
+    kinds = {k: sum(p.kind == k for p in plans) for k in ("noise", "trunc", "long")}
+    long_s = [u.duration for u, p in zip(utts, plans) if p.kind == "long"]
     log.info("%s: %s utterances; long ones %.1f-%.1f s (longest training utterance %.1f s)", args.out_dir, kinds,
              min(long_s, default=0), max(long_s, default=0), longest)
     if long_s and min(long_s) <= longest:

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from asrllm.bin import make_probe_set
+from asrllm.config import ConfigError
 from asrllm.data.datadir import Utterance, read_categories, read_datadir, write_datadir
-from asrllm.data.synth.probe import NOISE_REFERENCE, truncated_text
+from asrllm.data.synth.probe import (
+    NOISE_REFERENCE,
+    ProbeConfig,
+    plan_probe_set,
+    render_probe_set,
+    truncated_text,
+)
+from asrllm.data.synth.speech import SynthSpeechConfig, design_speakers
 from asrllm.eval.normalizer import DEFAULT_NORMALIZER, get_normalizer
 from asrllm.testing.dummies import make_datadir
 
@@ -55,3 +63,17 @@ def test_probe_set_cli(tmp_path: Path) -> None:
     assert make_probe_set.main([*args, "--force"]) == 0
     assert len(read_datadir(tmp_path / "data/probe")) == 4
     assert len(list((tmp_path / "data/probe/audio").glob("*.flac"))) == 4
+
+
+def test_id_prefix_names_noise_only_training_data(tmp_path: Path) -> None:
+    speech = SynthSpeechConfig()
+    speakers = design_speakers(speech, 0)["test"]
+    cfg = ProbeConfig(num_noise=2, num_truncated=0, num_long=0, seed=1, id_prefix="train")
+    plans = plan_probe_set(cfg, speech, speakers, TEXTS, 1.0)
+    assert [p.utt_id for p in plans] == ["train-noise-0000", "train-noise-0001"]
+    utts = render_probe_set(plans, speech, tmp_path)  # noise needs no TTS
+    assert {u.speaker for u in utts} == {"train-noise"} and all(u.text == NOISE_REFERENCE for u in utts)
+    default = plan_probe_set(ProbeConfig(num_noise=2, num_truncated=0, num_long=0, seed=1), speech, speakers, TEXTS, 1.0)
+    assert [p.degradation for p in default] == [p.degradation for p in plans]  # the prefix changes names only
+    with pytest.raises(ConfigError, match="id_prefix"):
+        ProbeConfig(id_prefix="a-b")

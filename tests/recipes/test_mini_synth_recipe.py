@@ -316,10 +316,15 @@ def test_combination_configs_load(script: str, rescore_conf: str, fusion_conf: s
 @pytest.mark.parametrize("config", sorted((REPO / "egs/mini_synth/asr1/conf/speech_llm").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_speech_llm_configs_resolve(config: Path) -> None:
-    """Every speech-LLM config of the recipe is valid and starts its encoder from the AM run.sh trains."""
+    """Every speech-LLM config of the recipe is valid and starts its encoder from an AM the recipe
+    trains: run.sh's, or (trained with noise) local/noise_training.sh's."""
     exp = resolve_config(config, [], None)
     assert exp.config.model_kind == "speech_llm"
-    assert exp.config.init.from_model == "exp/train_ctc_small/model_avg.safetensors"
+    am_dirs = {"exp/train_ctc_small/model_avg.safetensors": "run.sh",
+               "exp/train_ctc_small_noise/model_avg.safetensors": "local/noise_training.sh"}
+    assert exp.config.init.from_model in am_dirs
+    script = (REPO / "egs/mini_synth/asr1" / am_dirs[exp.config.init.from_model]).read_text()
+    assert exp.config.init.from_model.split("/")[1] in script or "train_ctc_small.yaml" in script
     assert exp.config.init.include == ["frontend.*", "encoder.*"]
     from asrllm.config import load_yaml
 

@@ -49,10 +49,13 @@ class ProbeConfig:
     truncate_fraction: float = 0.5
     num_long: int = 10  # utterances of several sentences, each longer than `min_long_seconds`
     seed: int = 0
+    id_prefix: str = "probe"  # utterance ids <id_prefix>-<kind>-<index>; e.g. "noise" for noise-only training data
 
     def __post_init__(self) -> None:
         if min(self.num_noise, self.num_truncated, self.num_long) < 0:
             raise ConfigError("ProbeConfig: the utterance counts must be >= 0")
+        if not self.id_prefix or not all(c.isalnum() or c in "_." for c in self.id_prefix):
+            raise ConfigError(f"ProbeConfig: id_prefix={self.id_prefix!r} must be letters, digits, '_' or '.'")
         if not 0 < self.truncate_fraction < 1:
             raise ConfigError(f"ProbeConfig: truncate_fraction={self.truncate_fraction} must lie in (0, 1)")
         low, high = self.noise_seconds
@@ -75,7 +78,7 @@ def truncated_text(text: str, fraction: float) -> str:
 class ProbePlan:
     """One probe utterance, every random choice drawn."""
 
-    utt_id: str  # probe-<kind>-<index:04d>
+    utt_id: str  # <id_prefix>-<kind>-<index:04d>
     kind: str  # noise | trunc | long
     text: str  # reference
     parts: tuple[str, ...]  # the sentences spoken, in order (none for noise)
@@ -95,12 +98,12 @@ def plan_probe_set(
     for i in range(cfg.num_noise):
         rng = np.random.default_rng([cfg.seed, 1, i])
         d = Degradation.draw(rng, speech)
-        plans.append(ProbePlan(f"probe-noise-{i:04d}", "noise", NOISE_REFERENCE, (), None, d,
+        plans.append(ProbePlan(f"{cfg.id_prefix}-noise-{i:04d}", "noise", NOISE_REFERENCE, (), None, d,
                                round(float(rng.uniform(*cfg.noise_seconds)), 3)))
     for i in range(cfg.num_truncated):
         text = truncated_text(texts[i % len(texts)], cfg.truncate_fraction)
         d = Degradation.draw(np.random.default_rng([cfg.seed, 2, i]), speech)
-        plans.append(ProbePlan(f"probe-trunc-{i:04d}", "trunc", text, (text,), speakers[i % len(speakers)], d))
+        plans.append(ProbePlan(f"{cfg.id_prefix}-trunc-{i:04d}", "trunc", text, (text,), speakers[i % len(speakers)], d))
     nxt = cfg.num_truncated  # long utterances use the sentences after those
     for i in range(cfg.num_long):
         spk = speakers[i % len(speakers)]
@@ -109,7 +112,7 @@ def plan_probe_set(
             parts.append(texts[nxt % len(texts)])
             nxt += 1
         d = Degradation.draw(np.random.default_rng([cfg.seed, 3, i]), speech)
-        plans.append(ProbePlan(f"probe-long-{i:04d}", "long", " ".join(parts), tuple(parts), spk, d))
+        plans.append(ProbePlan(f"{cfg.id_prefix}-long-{i:04d}", "long", " ".join(parts), tuple(parts), spk, d))
     return plans
 
 
@@ -141,6 +144,7 @@ def render_probe_set(plans: Sequence[ProbePlan], speech: SynthSpeechConfig, audi
             samples = render_probe(plan, speech)
             write_flac(path, samples)
             seconds = samples.size / SAMPLE_RATE
-        speaker = "probe-noise" if plan.speaker is None else f"probe-{plan.speaker.spk_id}"
+        prefix = plan.utt_id.split("-", 1)[0]
+        speaker = f"{prefix}-noise" if plan.speaker is None else f"{prefix}-{plan.speaker.spk_id}"
         utts.append(Utterance(id=plan.utt_id, audio=str(path), duration=seconds, text=plan.text, speaker=speaker))
     return utts

@@ -24,7 +24,8 @@ With `free_eos` step 3 changes: every hypothesis' EOS extension is offered to it
 list (kept when it ranks among the `nbest` best finished so far) and the K beam slots go to the best
 continuing candidates only. ESPnet's top K over all candidates prunes an EOS ranked low at its step
 even when it would end best overall: the empty output on noise, which a speech LLM trained without
-noise scores above any word sequence but ranks below the first words (docs/joint_ctc.md).
+noise scores above any word sequence but ranks below the first words (docs/joint_ctc.md). Without
+the exact stop (length normalisation) such a search runs until nothing of the utterance runs.
 Hypotheses at their utterance's maximum length may only end (max_length_ratio · speech vectors,
 capped by max_length and by what each scorer has room for, `Scorer.max_labels`). The final order
 divides each total by (labels + 1)^length_norm (EOS counted): 0 = plain sum, 1 = per label.
@@ -255,6 +256,8 @@ class LabelSyncSearch:
         over = best_running == -math.inf
         if self.exact_stop:
             return over | (best_done[utt, -1] >= best_running)
+        if self.free_eos:  # every hypothesis ends at every step: K ended ones say nothing; run to the end
+            return over
         return over | (num_done[utt] >= self.beam)
 
     def _nbest(self, finished: list[tuple[Tensor, ...]], B: int, ids: list[str]) -> list[list[NBestEntry]]:

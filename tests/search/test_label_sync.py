@@ -75,18 +75,19 @@ def test_wide_beam_equals_exhaustive_search(char_dir, interface, free_eos):
         assert [e.scores["speech_llm"] for e in entries] == pytest.approx([r[0] for r in ref], abs=1e-4)
 
 
-def test_batched_equals_single_and_early_stop_is_exact(char_dir):
+@pytest.mark.parametrize("free_eos", [False, True])
+def test_batched_equals_single_and_early_stop_is_exact(char_dir, free_eos):
     model = make_model(char_dir, prompt=PromptConfig("AB ", " BA"))
     batch = dummy_batch(3, max_samples=4000, seed=2)
     enc = encoder_output(model, batch.audio, batch.audio_lens)
-    search = search_for(model, beam=4, nbest=3, max_length=6, max_length_ratio=None)
+    search = search_for(model, beam=4, nbest=3, max_length=6, max_length_ratio=None, free_eos=free_eos)
     together = search(enc, batch.ids)
     for b in range(3):
         one = encoder_output(model, batch.audio[b : b + 1, : batch.audio_lens[b]], batch.audio_lens[b : b + 1])
         alone = search(one, batch.ids[b : b + 1])[0]
         assert [e.tokens for e in alone] == [e.tokens for e in together[b]]
         assert [e.score for e in alone] == pytest.approx([e.score for e in together[b]], abs=1e-4)
-    full_length = search_for(model, beam=4, nbest=3, max_length=6, max_length_ratio=None)
+    full_length = search_for(model, beam=4, nbest=3, max_length=6, max_length_ratio=None, free_eos=free_eos)
     full_length.exact_stop = False  # only "nothing runs any more" ends an utterance: every step to the maximum
     assert search.exact_stop
     unstopped = full_length(enc, batch.ids)
@@ -215,15 +216,3 @@ def test_free_eos_at_beam_one_ends_the_greedy_path_where_it_scores_best(char_dir
         assert free[b][0].score >= plain[b][0].score - 1e-6  # plain greedy ends on one of these prefixes too
     assert any(f[0].tokens != p[0].tokens for f, p in zip(free, plain))  # the rule matters on this model
 
-
-def test_free_eos_batched_equals_single(char_dir):
-    model = make_model(char_dir, prompt=PromptConfig("AB ", " BA"))
-    batch = dummy_batch(3, max_samples=4000, seed=2)
-    enc = encoder_output(model, batch.audio, batch.audio_lens)
-    search = search_for(model, beam=3, nbest=2, max_length=6, max_length_ratio=None, free_eos=True)
-    together = search(enc, batch.ids)
-    for b in range(3):
-        one = encoder_output(model, batch.audio[b : b + 1, : batch.audio_lens[b]], batch.audio_lens[b : b + 1])
-        alone = search(one, batch.ids[b : b + 1])[0]
-        assert [e.tokens for e in alone] == [e.tokens for e in together[b]]
-        assert [e.score for e in alone] == pytest.approx([e.score for e in together[b]], abs=1e-4)

@@ -111,6 +111,17 @@ def flatten(obj: Any, prefix: str) -> dict[str, Any]:
     return out
 
 
+def without_defaults(inputs: dict[str, Any], added_later: dict[str, Any]) -> dict[str, Any]:
+    """`inputs` without the keys of options added after records had been written, where they hold
+    the default that keeps the old behaviour (`added_later`: key -> that default), so that those
+    records stay up to date; set to anything else, the option is recorded.
+
+    >>> without_defaults({"search.beam": 4, "search.free_eos": False}, {"search.free_eos": False})
+    {'search.beam': 4}
+    """
+    return {k: v for k, v in inputs.items() if k not in added_later or _normalise(v) != _normalise(added_later[k])}
+
+
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Sorted keys whose values differ (or that only one side has)."""
     return sorted(k for k in set(old) | set(new) if old.get(k, _ABSENT) != new.get(k, _ABSENT))
@@ -130,7 +141,7 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
         raise StaleOutputError(f"{path}: unreadable stage record ({e}); delete it to redo that output") from None
 
 
-def _normalise(inputs: dict[str, Any]) -> dict[str, Any]:
+def _normalise(inputs: Any) -> Any:
     # what JSON gives back (tuples become lists), so that a fresh record compares equal to a stored one
     return json.loads(json.dumps(inputs, sort_keys=True))
 

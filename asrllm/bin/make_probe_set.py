@@ -24,7 +24,7 @@ from asrllm.data.datadir import DataError, read_datadir, write_categories, write
 from asrllm.data.synth.corpus import SynthCorpusConfig
 from asrllm.data.synth.probe import ProbeConfig, plan_probe_set, render_probe_set
 from asrllm.data.synth.speech import design_speakers
-from asrllm.provenance import RECORD_FILE, datadir_digest, decide, flatten, write_record
+from asrllm.provenance import RECORD_FILE, datadir_digest, decide, flatten, without_defaults, write_record
 
 log = logging.getLogger("asrllm.bin.make_probe_set")
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         corpus = load_config(SynthCorpusConfig, args.corpus_config, {})
         probe = load_config(ProbeConfig, args.config, {}) if args.config else ProbeConfig()
-        recorded = {k: v for k, v in flatten(probe, "probe").items() if k != "probe.id_prefix" or v != "probe"}
+        recorded = without_defaults(flatten(probe, "probe"), {"probe.id_prefix": "probe"})  # added later
         inputs = {**recorded, **flatten(corpus.speech, "speech"), "seed": corpus.seed,
                   "test_data": datadir_digest(args.test_data), "train_data": datadir_digest(args.train_data)}
         if not decide(record, inputs, args.force, f"probe set {args.out_dir}"):

@@ -19,7 +19,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from asrllm.provenance import flatten
+from asrllm.provenance import flatten, without_defaults
 
 MethodName = Literal["ctc_greedy", "ctc_time_sync", "label_sync"]  # keys of build.SEARCHES
 ScheduleName = Literal["none", "label_wise", "delayed"]  # keys of build.SCHEDULES
@@ -186,10 +186,9 @@ class SearchConfig:
                                  f"(method={self.method!r})")
 
 
-# Options added after decodes had been recorded, each with a default that keeps the old behaviour: at
-# that default they stay out of a decode's record, so those decodes stay up to date (as options added
-# later stay out of training records, asrllm.train.experiment).
-RECORDED_ONLY_WHEN_SET = ("free_eos", "pre_beam_threshold")
+# Options added after decodes had been recorded, with the default that keeps the old behaviour: at
+# that default they stay out of a decode's record (asrllm.provenance.without_defaults).
+ADDED_LATER = {"search.free_eos": False, "search.pre_beam_threshold": None}
 
 
 def search_record(cfg: SearchConfig) -> dict[str, Any]:
@@ -199,9 +198,4 @@ def search_record(cfg: SearchConfig) -> dict[str, Any]:
     ...     free_eos=True))["search.free_eos"]
     (False, True)
     """
-    defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
-    out = flatten(cfg, "search")
-    for name in RECORDED_ONLY_WHEN_SET:
-        if getattr(cfg, name) == defaults[name]:
-            del out[f"search.{name}"]
-    return out
+    return without_defaults(flatten(cfg, "search"), ADDED_LATER)

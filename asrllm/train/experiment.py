@@ -54,7 +54,16 @@ import torch
 
 from asrllm.config import ConfigError, apply_overrides, from_dict, load_yaml, parse_overrides, to_dict
 from asrllm.models.registry import MODELS, TrainData
-from asrllm.provenance import StaleOutputError, datadir_digest, decide, file_digest, flatten, read_record, write_record
+from asrllm.provenance import (
+    StaleOutputError,
+    datadir_digest,
+    decide,
+    file_digest,
+    flatten,
+    read_record,
+    without_defaults,
+    write_record,
+)
 from asrllm.train.checkpoint import latest_checkpoint
 from asrllm.train.config import InitConfig, OptimConfig, TrainerConfig
 
@@ -180,10 +189,7 @@ def training_inputs(
         kept = {k: v for k, v in kept.items() if not k.startswith("config.init.")}
     elif config.init.include == ["*"]:  # the default: recorded as before the option existed
         kept = {k: v for k, v in kept.items() if not k.startswith("config.init.include")}
-    if not config.optim.lr_scales:  # likewise
-        kept.pop("config.optim.lr_scales", None)
-    if not config.data.get("nonspeech"):  # likewise (audio data; text data has no such option)
-        kept.pop("config.data.nonspeech", None)
+    kept = without_defaults(kept, {"config.optim.lr_scales": {}, "config.data.nonspeech": []})  # likewise
     init = config.init.from_model
     return {
         **kept,

@@ -29,6 +29,7 @@ from asrllm.models.conformer import ConformerConfig
 from asrllm.search import SearchConfig, build_search
 from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.model_scorers import AEDScorer, encoder_output
+from asrllm.testing.search import assert_batched_equals_single, encoded_alone
 from asrllm.testing.dummies import dummy_batch, make_char_tokenizer, make_datadir
 from asrllm.train.checkpoint import MODEL_FILE, latest_checkpoint, load_model_state
 from asrllm.train.experiment import resolve_config
@@ -220,13 +221,8 @@ def test_batched_equals_single(lam: float) -> None:
     model = make_model(5)
     batch = dummy_batch(3, max_samples=8000, seed=6)
     enc = encoder_output(model, batch.audio, batch.audio_lens)
-    search = label_sync(model, 4, 3, 6, lam)
-    together = search(enc, batch.ids)
-    for b in range(3):
-        one = encoder_output(model, batch.audio[b : b + 1, : batch.audio_lens[b]], batch.audio_lens[b : b + 1])
-        alone = search(one, batch.ids[b : b + 1])[0]
-        assert [e.tokens for e in alone] == [e.tokens for e in together[b]]
-        assert [e.score for e in alone] == pytest.approx([e.score for e in together[b]], abs=1e-4)
+    assert_batched_equals_single(label_sync(model, 4, 3, 6, lam), enc, batch.ids,
+                                 encoded_alone(model, batch.audio, batch.audio_lens))
 
 
 def test_the_decoder_never_emits_blank() -> None:

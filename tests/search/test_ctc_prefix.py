@@ -16,6 +16,7 @@ from asrllm.search import SearchConfig, build_search
 from asrllm.search.ctc_prefix import CTCPrefixScorer
 from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+from asrllm.testing.search import assert_batched_equals_single
 from asrllm.search.scorer import EncoderOutput
 from asrllm.testing.dummies import dummy_batch
 from tests.search.test_label_sync import char_dir, make_model  # noqa: F401 (char_dir is a fixture)
@@ -177,24 +178,17 @@ def test_pre_beam_of_the_whole_vocabulary_equals_unpruned_scoring_and_batched_eq
     model, batch, enc, scorers = joint_setup(char_dir)
     weights = {"speech_llm": 0.7, "ctc": 0.3}
 
-    def run(pre_beam, e=enc, ids=batch.ids):
+    def search(pre_beam, pre_beam_eos=False):
         return LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=3, nbest=2, max_length=6,
-                               max_length_ratio=None, pre_beam=pre_beam)(e, ids)
+                               max_length_ratio=None, pre_beam=pre_beam, pre_beam_eos=pre_beam_eos)
 
-    full = run(None)
-    assert [[(x.tokens, x.score) for x in e] for e in run(model.llm.vocab_size)] == \
-        [[(x.tokens, x.score) for x in e] for e in full]
-    every_other = LabelSyncSearch(scorers, weights, eos_id=model.eos_id, beam=3, nbest=2, max_length=6,
-                                  max_length_ratio=None, pre_beam=model.llm.vocab_size - 1, pre_beam_eos=True)
-    assert [[(x.tokens, x.score) for x in e] for e in every_other(enc, batch.ids)] == \
-        [[(x.tokens, x.score) for x in e] for e in full]  # V - 1 labels + EOS = every label
-    for b in range(2):
-        one = dataclasses.replace(enc, lens=enc.lens[b : b + 1], states=enc.states[b : b + 1, : int(enc.lens[b])],
-                                  ctc_log_probs=enc.ctc_log_probs[b : b + 1, : int(enc.ctc_lens[b])],
-                                  ctc_lens=enc.ctc_lens[b : b + 1])
-        single = run(None, one, batch.ids[b : b + 1])[0]
-        assert [x.tokens for x in single] == [x.tokens for x in full[b]]
-        assert [x.score for x in single] == pytest.approx([x.score for x in full[b]], abs=1e-5)
+    def nbest(run):
+        return [[(x.tokens, x.score) for x in e] for e in run(enc, batch.ids)]
+
+    full = nbest(search(None))
+    assert nbest(search(model.llm.vocab_size)) == full
+    assert nbest(search(model.llm.vocab_size - 1, pre_beam_eos=True)) == full  # V - 1 labels + EOS = every label
+    assert_batched_equals_single(search(None), enc, batch.ids, lambda b: enc.rows([b]), tol=1e-5)
 
 
 def test_ctc_weight_in_the_search_config_builds_the_joint_search(char_dir):  # noqa: F811

@@ -15,6 +15,7 @@ from asrllm.models.llm import LLMConfig
 from asrllm.models.speech_llm import PromptConfig, SpeechLLM, SpeechLLMConfig
 from asrllm.search.label_sync import LabelSyncSearch
 from asrllm.search.model_scorers import SpeechLLMScorer, encoder_output
+from asrllm.testing.search import assert_batched_equals_single, encoded_alone
 from asrllm.testing.dummies import dummy_batch
 
 
@@ -81,12 +82,7 @@ def test_batched_equals_single_and_early_stop_is_exact(char_dir, free_eos):
     batch = dummy_batch(3, max_samples=4000, seed=2)
     enc = encoder_output(model, batch.audio, batch.audio_lens)
     search = search_for(model, beam=4, nbest=3, max_length=6, max_length_ratio=None, free_eos=free_eos)
-    together = search(enc, batch.ids)
-    for b in range(3):
-        one = encoder_output(model, batch.audio[b : b + 1, : batch.audio_lens[b]], batch.audio_lens[b : b + 1])
-        alone = search(one, batch.ids[b : b + 1])[0]
-        assert [e.tokens for e in alone] == [e.tokens for e in together[b]]
-        assert [e.score for e in alone] == pytest.approx([e.score for e in together[b]], abs=1e-4)
+    together = assert_batched_equals_single(search, enc, batch.ids, encoded_alone(model, batch.audio, batch.audio_lens))
     full_length = search_for(model, beam=4, nbest=3, max_length=6, max_length_ratio=None, free_eos=free_eos)
     full_length.exact_stop = False  # only "nothing runs any more" ends an utterance: every step to the maximum
     assert search.exact_stop

@@ -39,8 +39,8 @@ from torch import nn
 
 from asrllm.config import ConfigError
 from asrllm.data.text import TextBatch, TextData
-from asrllm.data.tokenizer import Tokenizer, load_tokenizer
-from asrllm.models.llm import LLMConfig, build_llm
+from asrllm.data.tokenizer import load_tokenizer
+from asrllm.models.llm import LabelsOfItsLLM, LLMConfig, build_llm
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class LMModelConfig:
             raise ConfigError(f"model.am_tokenizer={self.am_tokenizer!r} is only used with model.label_unit: am_tokenizer")
 
 
-class LMModel(nn.Module):
+class LMModel(LabelsOfItsLLM, nn.Module):
     """A `CausalLM` trained or evaluated as a language model on `TextBatch`es."""
 
     train_data: ClassVar[type[TextData]] = TextData  # text, tokenised with the model's own tokenizer (train CLI)
@@ -71,28 +71,6 @@ class LMModel(nn.Module):
         self.llm = build_llm(cfg.llm, load_tokenizer(cfg.am_tokenizer) if cfg.am_tokenizer else None)
         logger.info("LM over %s labels: V=%d, BOS %d, EOS %d", cfg.label_unit, self.tokenizer.vocab_size,
                     self.bos_id, self.eos_id)
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The label tokenizer: the LLM's own, or the AM tokenizer after re-vocabularisation."""
-        return self.llm.tokenizer
-
-    @property
-    def bos_id(self) -> int:
-        return self.llm.bos_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.llm.eos_id
-
-    def rebuilt_from_config(self) -> set[str]:
-        """State-dict names of a pre-trained LLM's frozen weights (LoRA's base, frozen embeddings).
-
-        `llm.source` / `llm.gguf` reload them as they were, so checkpoints leave them out
-        (asrllm.train.checkpoint.checkpoint_state_dict); the source must stay where the config says.
-        A model built from `llm.arch` starts from random weights: everything is stored.
-        """
-        return self.llm.frozen_pretrained_weights("llm.")
 
     def forward(self, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """-> (summed NLL of every predicted token, number of predicted tokens, {"acc": top-1 accuracy})."""

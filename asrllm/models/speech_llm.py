@@ -42,7 +42,7 @@ from asrllm.data.tokenizer import Tokenizer, load_tokenizer
 from asrllm.models.conformer import ConformerConfig, ConformerEncoder
 from asrllm.models.ctc_model import CTCHead, ctc_loss_sum
 from asrllm.models.frontend import LogMel, LogMelConfig
-from asrllm.models.llm import CausalLM, LLMConfig, LMState, build_llm
+from asrllm.models.llm import CausalLM, LabelsOfItsLLM, LLMConfig, LMState, build_llm
 from asrllm.models.specaugment import SpecAugment, SpecAugmentConfig
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class SpeechProjector(nn.Module):
         return self.proj(x.reshape(B, -1, k * E)), self.output_lengths(lens)  # (B, U, D), (B,)
 
 
-class SpeechLLM(nn.Module):
+class SpeechLLM(LabelsOfItsLLM, nn.Module):
     """Encoder + projector + LLM; `forward(batch)` is the training loss, `context` the search's prefill."""
 
     train_data: ClassVar[type[SpeechData]] = SpeechData  # data dirs, transcripts in the model's labels
@@ -156,25 +156,6 @@ class SpeechLLM(nn.Module):
         logger.info("SpeechLLM (%s, %s labels): %.2fM parameters, %.2fM trainable; %d + %d prompt tokens",
                     cfg.interface, cfg.label_unit, n_all / 1e6, n_train / 1e6, len(self.prompt_before),
                     len(self.prompt_after))
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The label tokenizer: the LLM's own, or the AM tokenizer after re-vocabularisation."""
-        return self.llm.tokenizer
-
-    @property
-    def bos_id(self) -> int:
-        return self.llm.bos_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.llm.eos_id
-
-    def rebuilt_from_config(self) -> set[str]:
-        """State-dict names of the pre-trained LLM's frozen weights: `llm.source` / `llm.gguf` rebuild
-        them, so checkpoints leave them out (as for LMs). Frozen encoder weights are stored: they come
-        from another model (`init.from_model`), not from this config."""
-        return self.llm.frozen_pretrained_weights("llm.")
 
     @property
     def context_tokens(self) -> int:

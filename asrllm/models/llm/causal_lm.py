@@ -394,6 +394,34 @@ class CausalLM(nn.Module):
         return cls(lm, tokenizer, cfg, meta.revocab).eval()
 
 
+class LabelsOfItsLLM:
+    """For a model whose labels are those of the `CausalLM` it holds as `self.llm` (the LM of stage 8,
+    the speech LLM): its tokenizer, BOS / EOS, and which weights its checkpoints leave out."""
+
+    llm: CausalLM
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The label tokenizer: the LLM's own, or the AM tokenizer after re-vocabularisation."""
+        return self.llm.tokenizer
+
+    @property
+    def bos_id(self) -> int:
+        return self.llm.bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.llm.eos_id
+
+    def rebuilt_from_config(self) -> set[str]:
+        """State-dict names of the pre-trained LLM's frozen weights (LoRA's base, frozen embeddings):
+        `llm.source` / `llm.gguf` reload them as they were, so checkpoints leave them out
+        (asrllm.train.checkpoint.checkpoint_state_dict); the source must stay where the config says.
+        An LLM built from `llm.arch` starts from random weights: everything is stored. Other frozen
+        weights (a speech LLM's encoder, from `init.from_model`) are stored too."""
+        return self.llm.frozen_pretrained_weights("llm.")
+
+
 def _load_tokenizer(tok_dir: Path, cfg: LLMConfig, vocab_size: int) -> Tokenizer:
     tok = load_tokenizer(tok_dir)
     if isinstance(tok, HFTokenizer):  # the user's options (lower-casing, BOS/EOS) come from the LLM config
